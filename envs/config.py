@@ -1,0 +1,101 @@
+"""The settings of a painting environment, as one JSON-serialisable, validated value."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+REWARD_MODES = ("none", "l2-final", "l2-step")
+
+
+@dataclass(frozen=True)
+class PaintConfig:
+    """What the canvas, the brush and the action space look like.
+
+    Attributes:
+        canvas_size: (height, width) in pixels the agent sees, or one int for a square canvas.
+            Any size works, not only multiples of libmypaint's 64-pixel tiles.
+        render_scale: libmypaint paints at ``render_scale`` times the canvas size and the agent
+            sees an area-averaged downsample (SPIRAL++ paints at 256 and shows 64: scale 4).
+        grid_size: the end and control points are cells of a ``grid_size`` x ``grid_size`` grid.
+        episode_length: strokes per episode (SPIRAL: 20).
+        brush: a brush of the mypaint-brushes collection (``classic/dry_brush``) or a .myb path.
+        brush_sizes: brush radii in canvas pixels the ``size`` component chooses from.
+        pressure_levels: pressure levels, evenly spaced over 0.1 .. 1.0.
+        color_levels: levels per RGB channel, evenly spaced over 0 .. 1.
+        use_size, use_pressure, use_color: when False the component leaves the action space and
+            every stroke uses ``fixed_size``, ``fixed_pressure`` or ``fixed_color``.
+        background: canvas colour, 0..255 RGB. ``fixed_color`` is 0..255 RGB too.
+        reward: ``none`` (adversarial training computes rewards on the learner), ``l2-final``
+            (minus the mean squared error to the target at the last step) or ``l2-step`` (its
+            improvement at every step; the sum over an episode equals the final improvement).
+        points_per_stroke: brush events sampled along each Bézier curve.
+    """
+
+    canvas_size: tuple[int, int] = (64, 64)
+    render_scale: int = 1
+    grid_size: int = 32
+    episode_length: int = 20
+    brush: str = "classic/dry_brush"
+    brush_sizes: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 12.0, 24.0)
+    pressure_levels: int = 10
+    color_levels: int = 20
+    use_size: bool = True
+    use_pressure: bool = True
+    use_color: bool = True
+    fixed_size: float = 2.0
+    fixed_pressure: float = 1.0
+    fixed_color: tuple[int, int, int] = (0, 0, 0)
+    background: tuple[int, int, int] = (255, 255, 255)
+    reward: str = "none"
+    points_per_stroke: int = 50
+
+    def __post_init__(self) -> None:
+        size = self.canvas_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        object.__setattr__(self, "canvas_size", size)
+        object.__setattr__(self, "brush_sizes", tuple(float(s) for s in self.brush_sizes))
+        object.__setattr__(self, "fixed_color", tuple(self.fixed_color))
+        object.__setattr__(self, "background", tuple(self.background))
+        problems = []
+        if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+            problems.append(f"canvas_size must be a positive int or (height, width), got {self.canvas_size!r}")
+        for name in ("render_scale", "grid_size", "episode_length", "pressure_levels", "color_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (2 if name.endswith("levels") else 1):
+                problems.append(f"{name} must be an int >= {2 if name.endswith('levels') else 1}, got {value!r}")
+        if self.points_per_stroke < 2:
+            problems.append(f"points_per_stroke must be >= 2, got {self.points_per_stroke!r}")
+        if not self.brush_sizes or min(self.brush_sizes) <= 0:
+            problems.append(f"brush_sizes must be positive radii, got {self.brush_sizes!r}")
+        if not self.fixed_size > 0 or not 0 < self.fixed_pressure <= 1:
+            problems.append(f"fixed_size must be > 0 and fixed_pressure in (0, 1], got "
+                            f"{self.fixed_size!r}, {self.fixed_pressure!r}")
+        for name in ("fixed_color", "background"):
+            color = getattr(self, name)
+            if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
+                problems.append(f"{name} must be three ints in 0..255, got {color!r}")
+        if self.reward not in REWARD_MODES:
+            problems.append(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        if problems:
+            raise ValueError("Invalid PaintConfig: " + "; ".join(problems) + ".")
+
+    @property
+    def height(self) -> int:
+        return self.canvas_size[0]
+
+    @property
+    def width(self) -> int:
+        return self.canvas_size[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; ``PaintConfig(**config.to_dict())`` gives the same config back."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PaintConfig:
+        """Build a config, naming any key that is not a setting instead of ignoring it."""
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"Unknown PaintConfig setting(s) {unknown}; known: {sorted(known)}.")
+        return cls(**data)

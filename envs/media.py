@@ -1,0 +1,42 @@
+"""Files people look at: a painting program written out as PNG, animated GIF, JSON and SVG."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from envs.program import Program
+
+
+def save_png(canvas: np.ndarray, path: str | Path) -> Path:
+    Image.fromarray(canvas).save(path)
+    return Path(path)
+
+
+def save_gif(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int = 200, hold_last_ms: int = 1500) -> Path:
+    """An endlessly looping animation; the finished painting stays up for ``hold_last_ms``."""
+    images = [Image.fromarray(frame).convert("P", palette=Image.Palette.ADAPTIVE) for frame in frames]
+    if not images:
+        raise ValueError("A GIF needs at least one frame.")
+    durations = [frame_ms] * (len(images) - 1) + [hold_last_ms]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, disposal=1)
+    return Path(path)
+
+
+def write_painting(program: Program, folder: str | Path, name: str = "painting", scale: float = 4.0) -> dict[str, Path]:
+    """Write ``name``.png/.gif (rendered ``scale`` times larger with the real brush), .json, .svg."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = list(program.frames(scale))
+    paths = {
+        "png": save_png(frames[-1], folder / f"{name}.png"),
+        "gif": save_gif(frames, folder / f"{name}.gif"),
+        "json": folder / f"{name}.json",
+        "svg": folder / f"{name}.svg",
+    }
+    program.save(paths["json"])
+    paths["svg"].write_text(program.to_svg(scale))
+    return paths

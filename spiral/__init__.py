@@ -1,0 +1,1 @@
+"""spiral: the learning system that trains painting agents on the ``envs`` environments."""
