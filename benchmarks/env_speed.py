@@ -21,7 +21,7 @@ import numpy as np
 
 from envs import PaintEnv, Program
 from envs.libmypaint import Brush, Surface
-from envs.painter import DTIME
+from envs.painter import DTIME, START_DTIME
 
 CHUNK = 10  # episodes per timed chunk
 
@@ -69,7 +69,7 @@ def run_renderer(episodes: list[list[tuple]], brush_name: str, background: tuple
             lib.mypaint_brush_new_stroke(handle)
             surface.begin_atomic()
             x, y = points[0]
-            stroke_to(handle, surface.handle, x, y, 0.0, 0.0, 0.0, DTIME)
+            stroke_to(handle, surface.handle, x, y, 0.0, 0.0, 0.0, START_DTIME)
             for x, y in points:
                 stroke_to(handle, surface.handle, x, y, pressure, 0.0, 0.0, DTIME)
             surface.end_atomic()

@@ -58,10 +58,10 @@ class _Rectangle(ctypes.Structure):
 
 
 def _library_candidates() -> list[str]:
-    """Where libmypaint may be: an explicit override, the linker's search path, conda, Homebrew."""
-    candidates = []
+    """Where libmypaint may be: the linker's search path, conda, Homebrew; or only the override."""
     if override := os.environ.get("SPIRAL_LIBMYPAINT"):
-        candidates.append(override)
+        return [override]
+    candidates = []
     for name in ("mypaint-1.5", "mypaint"):
         if found := ctypes.util.find_library(name):
             candidates.append(found)
@@ -116,18 +116,20 @@ def load_library() -> ctypes.CDLL:
         tried.append(f"{candidate} (too old: libmypaint >= 1.5 is needed)")
     raise MissingLibMyPaintError(
         "libmypaint (>= 1.5) was not found. " + INSTALL_HINT
-        + " Or set SPIRAL_LIBMYPAINT to the library's path. Tried: " + ", ".join(tried)
+        + " Or set SPIRAL_LIBMYPAINT to the library's path. Tried: " + (", ".join(tried) or "nothing")
     )
 
 
 def _brush_dir_candidates() -> list[Path]:
-    roots = [os.environ.get("SPIRAL_BRUSH_DIR", "")]
+    if override := os.environ.get("SPIRAL_BRUSH_DIR"):
+        return [Path(override)]
+    roots = []
     prefixes = [sys.prefix, os.environ.get("CONDA_PREFIX", ""), "/usr", "/usr/local", "/opt/homebrew"]
     prefixes += os.environ.get("XDG_DATA_DIRS", "").split(os.pathsep)
     for prefix in prefixes:
         share = prefix if prefix.rstrip("/").endswith("share") else os.path.join(prefix, "share")
         roots += [os.path.join(share, "mypaint-data", version, "brushes") for version in ("1.0", "2.0")]
-    return [Path(root) for root in roots if root and Path(root).is_dir()]
+    return [Path(root) for root in roots if Path(root).is_dir()]
 
 
 @functools.cache
@@ -136,6 +138,8 @@ def brush_directory() -> Path:
     for directory in _brush_dir_candidates():
         if any(directory.glob("*/*.myb")):
             return directory
+    if override := os.environ.get("SPIRAL_BRUSH_DIR"):
+        raise MissingLibMyPaintError(f"SPIRAL_BRUSH_DIR={override} holds no <group>/<name>.myb brush files.")
     raise MissingLibMyPaintError(
         "The mypaint-brushes collection was not found. " + INSTALL_HINT
         + " Or set SPIRAL_BRUSH_DIR to a folder of .myb files."
@@ -169,6 +173,8 @@ class Surface:
     are cropped away when reading. Its buffer starts filled with 0xFF bytes, which are not valid
     fix15 values, so a surface is cleared to its background on creation.
     """
+
+    _fixed = handle = None  # so that close() works on a half-built surface
 
     def __init__(self, width: int, height: int, background: tuple[int, int, int] = (255, 255, 255)):
         if width < 1 or height < 1:
@@ -275,12 +281,15 @@ class Brush:
     replays the same jitter: make a new ``Brush`` wherever a painting must be reproducible.
     """
 
+    handle = None  # so that close() works on a half-built brush
+
     def __init__(self, name: str = "classic/dry_brush"):
         self._lib = load_library()
         self.name = name
+        settings = _brush_json(brush_path(name))
         self.handle = self._lib.mypaint_brush_new()
         self._lib.mypaint_brush_from_defaults(self.handle)
-        if not self._lib.mypaint_brush_from_string(self.handle, _brush_json(brush_path(name))):
+        if not self._lib.mypaint_brush_from_string(self.handle, settings):
             self.close()
             raise ValueError(f"libmypaint could not parse the brush file for {name!r}.")
         self._stroke_to = self._lib.mypaint_brush_stroke_to

@@ -11,6 +11,11 @@ from envs.stroke import Stroke
 # the value libmypaint sees never depends on how it was rounded on the way in; it stays under
 # libmypaint's 0.1 s threshold where it starts treating events as a tablet's pen re-entering.
 DTIME = 1.0 / 64.0
+# The pause before a stroke's first event. libmypaint smooths the pointer ("slow tracking")
+# before it applies a requested reset, so a short pause would start the stroke part of the way
+# from wherever the brush last was; after a pause this long (> its 5 s reset threshold) the
+# smoothing has fully caught up and the stroke starts exactly at its start point.
+START_DTIME = 8.0
 
 
 class Painter:
@@ -35,6 +40,10 @@ class Painter:
             raise ValueError(f"A stroke needs at least 2 points, got {points_per_stroke}.")
         self.brush_name, self.background = brush, tuple(background)
         self.scale, self.points_per_stroke = float(scale), int(points_per_stroke)
+        # Brush dynamics follow the pointer's speed in pixels per second: a canvas painted
+        # ``scale`` times larger gets ``scale`` times more events, each ``DTIME`` apart, so the
+        # brush moves at the same speed and a large rendering looks like the small one.
+        self._events = max(2, round(points_per_stroke * scale))
         self.surface = Surface(max(1, round(width * scale)), max(1, round(height * scale)), self.background)
         self.brush = Brush(brush)
 
@@ -52,9 +61,9 @@ class Painter:
         brush.set_radius(stroke.size * self.scale)
         brush.set_color(stroke.color)
         brush.begin_stroke()
-        points = stroke.points(self.points_per_stroke, self.scale).tolist()
+        points = stroke.points(self._events, self.scale).tolist()
         surface.begin_atomic()
-        brush.stroke_through(surface, points[:1], 0.0, DTIME)  # put the pen on the start without paint
+        brush.stroke_through(surface, points[:1], 0.0, START_DTIME)  # pen onto the start, no paint
         brush.stroke_through(surface, points, stroke.pressure, DTIME)
         surface.end_atomic()
 

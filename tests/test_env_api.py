@@ -1,0 +1,180 @@
+"""PaintEnv as gymnasium sees it: spaces, registration, seeding, episodes, rewards, targets."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from envs import PaintConfig, PaintEnv, Program, Stroke
+from tests.conftest import action, cell
+
+DIGITS = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"canvas_size": (48, 80), "grid_size": 8},
+        {"render_scale": 2, "use_color": False, "use_pressure": False, "use_size": False},
+        {"brush": "classic/pen", "background": (0, 0, 0), "fixed_color": (255, 255, 255)},
+    ],
+)
+def test_check_env_passes(settings):
+    check_env(gym.make(envs.ENV_ID, render_mode="rgb_array", **settings).unwrapped, skip_render_check=False)
+    check_env(PaintEnv(target_source=np.zeros((2, *PaintConfig(**settings).canvas_size), np.uint8), **settings))
+
+
+def test_registered_with_gymnasium():
+    env = gym.make(envs.ENV_ID, canvas_size=32, grid_size=4, episode_length=3)
+    observation, _ = env.reset(seed=1)
+    assert observation["canvas"].shape == (32, 32, 3)
+    assert env.action_space.nvec.tolist() == [2, 16, 16, 6, 10, 20, 20, 20]
+    env.close()
+
+
+def test_action_space_drops_components_it_is_told_to():
+    env = PaintEnv(use_color=False, use_pressure=False, grid_size=16)
+    assert env.codec.names == ("flag", "end", "control", "size")
+    assert env.action_space.nvec.tolist() == [2, 256, 256, 6]
+
+
+def test_observation_holds_canvas_step_and_previous_action(env):
+    observation, info = env.reset(seed=0)
+    assert set(observation) == {"canvas", "step", "prev_action"} and info == {}
+    assert (observation["canvas"] == 255).all() and observation["step"][0] == 0
+    move = action(env, flag=0, end=cell(env, 3, 4))
+    observation, reward, terminated, truncated, info = env.step(move)
+    assert observation["step"][0] == pytest.approx(1 / 20)
+    assert observation["prev_action"].tolist() == move.tolist()
+    assert reward == 0.0 and not terminated and not truncated
+    assert isinstance(info["stroke"], Stroke) and info["step"] == 1
+
+
+def test_episode_terminates_after_episode_length_and_then_refuses_steps():
+    env = PaintEnv(episode_length=3)
+    env.reset(seed=0)
+    flags = [env.step(env.action_space.sample())[2] for _ in range(3)]
+    assert flags == [False, False, True]
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(env.action_space.sample())
+    assert len(env.program.strokes) == 3
+
+
+def test_same_seed_and_actions_reproduce_the_episode_exactly():
+    def play(seed):
+        env = PaintEnv(target_source=DIGITS, episode_length=8)
+        observation, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        canvases = [observation["canvas"]]
+        for _ in range(8):
+            canvases.append(env.step(env.action_space.sample())[0]["canvas"])
+        return observation["target"], np.stack(canvases)
+
+    target_a, canvases_a = play(7)
+    target_b, canvases_b = play(7)
+    assert (target_a == target_b).all() and (canvases_a == canvases_b).all()
+    assert (canvases_a[-1] != canvases_a[0]).any(), "eight random strokes painted nothing"
+    target_c, _ = play(8)
+    assert not (target_c == target_a).all()
+
+
+def test_l2_final_reward_is_minus_the_final_error_and_zero_before():
+    env = PaintEnv(target_source=DIGITS, reward="l2-final", episode_length=4)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    rewards, infos = [], []
+    for _ in range(4):
+        _, reward, _, _, info = env.step(env.action_space.sample())
+        rewards.append(reward)
+        infos.append(info)
+    assert rewards[:3] == [0.0, 0.0, 0.0]
+    expected = np.mean(((env.program.render().astype(float) - env.target) / 255) ** 2)
+    assert rewards[3] == pytest.approx(-expected, rel=1e-5)
+    assert infos[3]["l2"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_l2_step_rewards_sum_to_the_total_improvement():
+    target = np.zeros((1, 64, 64, 3), np.uint8)
+    env = PaintEnv(target_source=target, reward="l2-step", episode_length=6)
+    _, info = env.reset(seed=0)
+    start = info["l2"]
+    assert start == pytest.approx(1.0)  # white canvas, black target
+    env.action_space.seed(3)
+    rewards = []
+    for _ in range(6):
+        _, reward, _, _, info = env.step(env.action_space.sample())
+        rewards.append(reward)
+    assert sum(rewards) == pytest.approx(start - info["l2"], abs=1e-6)
+
+
+def test_reset_option_paints_a_given_target_and_greyscale_or_float_targets_are_accepted():
+    env = PaintEnv(target_source=DIGITS)
+    image = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    observation, info = env.reset(options={"target": image})
+    assert observation["target"].shape == (64, 64, 3)
+    assert (observation["target"][..., 0] == np.round(image * 255)).all()
+    assert info["l2"] > 0
+
+
+def test_target_sampler_function_is_called_with_the_env_rng():
+    seen = []
+
+    def sampler(rng):
+        seen.append(rng)
+        return np.full((64, 64, 3), 128, np.uint8)
+
+    env = PaintEnv(target_source=sampler)
+    observation, _ = env.reset(seed=0)
+    assert seen == [env.np_random] and (observation["target"] == 128).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"target_source": np.zeros((2, 32, 32), np.uint8)}, r"needs \(64, 64, 3\)"),
+        ({"target_source": np.zeros((64, 64), np.uint8)}, "array of images"),
+        ({"target_source": np.full((2, 64, 64), 3.0)}, "uint8 or floats in"),
+        ({"reward": "l2-final"}, "pass a target_source"),
+        ({"reward": "sparkles"}, "reward must be one of"),
+        ({"canvas_size": 0}, "canvas_size"),
+        ({"grid_size": 0}, "grid_size"),
+        ({"color_levels": 1}, "color_levels"),
+        ({"brush": "classic/no_such_brush"}, "Unknown brush"),
+        ({"render_mode": "human"}, "render_mode"),
+        ({"colour": True}, "Unknown PaintConfig setting"),
+    ],
+)
+def test_bad_configuration_is_refused_with_a_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PaintEnv(**kwargs)
+
+
+def test_target_option_needs_a_conditional_env(env):
+    with pytest.raises(ValueError, match="conditional"):
+        env.reset(options={"target": np.zeros((64, 64), np.uint8)})
+    with pytest.raises(ValueError, match="Unknown reset option"):
+        env.reset(options={"targte": 1})
+
+
+def test_render_returns_the_high_resolution_canvas():
+    env = PaintEnv(render_mode="rgb_array", render_scale=4, canvas_size=32)
+    env.reset(seed=0)
+    env.step(action(env, flag=1, end=cell(env, 30, 30), control=cell(env, 1, 30), size=3))
+    picture = env.render()
+    assert picture.shape == (128, 128, 3) and (picture != 255).any()
+
+
+def test_config_round_trips_through_plain_json_types():
+    config = PaintConfig(canvas_size=(40, 50), brush_sizes=(1, 3), fixed_color=(1, 2, 3))
+    assert PaintConfig.from_dict(config.to_dict()) == config
+    assert PaintEnv(config.to_dict()).config == config
+
+
+def test_program_records_what_the_env_painted(env):
+    env.action_space.seed(0)
+    for _ in range(20):
+        env.step(env.action_space.sample())
+    assert isinstance(env.program, Program) and len(env.program.strokes) == 20
+    assert env.program.strokes[1].start == env.program.strokes[0].end
