@@ -94,7 +94,7 @@ class ActionCodec:
         if bad.any():
             i = int(np.argmax(bad))
             raise InvalidActionError(
-                f"Invalid action component {self.names[i]!r} = {values[i]!r}: "
+                f"Invalid action component {self.names[i]!r} = {values[i].item()!r}: "
                 f"valid values are {self.describe(self.names[i])}."
             )
         return values.astype(np.int64)
