@@ -82,13 +82,19 @@ class ActionCodec:
             values = np.asarray(action)
         except Exception as error:  # ragged lists and such: numpy's own error says what
             raise InvalidActionError(f"Action {action!r} is not an array: {error}") from error
+        if values.shape == self.nvec.shape and values.dtype.kind in "iu":  # the common case, in plain Python
+            listed = values.tolist()
+            if min(listed) >= 0 and all(map(operator.lt, listed, self._sizes)):
+                return values.astype(np.int64, copy=False)
+        return self._checked(values)
+
+    def _checked(self, values: np.ndarray) -> np.ndarray:
+        """``validate``'s slow path: every check, with a message for the first that fails."""
         expected = f"{len(self.names)} integers, one per component {self.names}"
-        if values.shape != (len(self.names),):
+        if values.shape != self.nvec.shape:
             raise InvalidActionError(f"Action must have shape ({len(self.names)},): {expected}; got shape {values.shape}.")
-        if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        if values.dtype.kind not in "iuf":
             raise InvalidActionError(f"Action must be {expected}; got dtype {values.dtype}.")
-        if values.dtype.kind in "iu" and min(values) >= 0 and all(map(operator.lt, values.tolist(), self._sizes)):
-            return values.astype(np.int64, copy=False)  # the common case, checked in plain Python
         floats = values.astype(np.float64)
         bad = ~np.isfinite(floats) | (floats != np.floor(floats)) | (floats < 0) | (floats >= self.nvec)
         if bad.any():

@@ -209,7 +209,8 @@ class Surface:
         for row in self._tiles:
             for tile in row:
                 tile[...] = pixel
-        self._dirty = (0, 0, self.width, self.height)
+        self._rgb[...] = self.background
+        self._dirty = (self.width, self.height, 0, 0)  # nothing to convert: _rgb is up to date
 
     def begin_atomic(self) -> None:
         self._lib.mypaint_surface_begin_atomic(self.handle)
@@ -247,7 +248,7 @@ class Surface:
             region = self._rgb[y0:y1, x0:x1]
             for channel in range(3):
                 region[..., channel] = rgba[..., channel]
-        self._dirty = (self.width, self.height, 0, 0)  # empty
+        self._dirty = (self.width, self.height, 0, 0)
         return self._rgb.copy()
 
     def close(self) -> None:

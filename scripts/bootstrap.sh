@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what spiral needs on a Debian/Ubuntu machine and skips what is already there, so it
+# is safe to rerun: the system libraries (libmypaint and its brushes), a virtualenv in .venv,
+# the CPU build of torch and this package with its test tools. Sourced by run.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(libmypaint-1.5-1 mypaint-brushes)
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+TORCH=torch==2.13.0
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+if ((${#missing[@]})); then
+    echo "[spiral] installing system packages: ${missing[*]}"
+    if ! command -v apt-get >/dev/null; then
+        echo "[spiral] no apt-get here: install ${missing[*]} (or use environment.yml with conda)" >&2
+        exit 1
+    fi
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[spiral] creating the virtualenv $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# Reinstall only when the package's requirements changed since the last install.
+stamp="$VENV/.spiral-installed"
+wanted="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    echo "[spiral] installing $TORCH (CPU) and spiral into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q "$TORCH"
+    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    echo "$wanted" > "$stamp"
+fi
