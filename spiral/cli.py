@@ -23,9 +23,11 @@ def paint_random(args: argparse.Namespace) -> None:
 
 
 def replay(args: argparse.Namespace) -> None:
-    """Re-render a saved program at another resolution."""
+    """Re-render a saved program at another resolution, optionally with another brush."""
     program = Program.load(args.program)
-    _report(write_painting(program, args.out, name=Path(args.program).stem, scale=args.scale))
+    if args.brush:
+        program.brush = args.brush
+    _report(write_painting(program, args.out, name=args.name or Path(args.program).stem, scale=args.scale))
 
 
 def brushes(_: argparse.Namespace) -> None:
@@ -64,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("program", help="a .json program written by spiral")
     replay_cmd.add_argument("--out", default="output")
     replay_cmd.add_argument("--scale", type=_positive(float), default=8.0)
+    replay_cmd.add_argument("--brush", help="paint the same strokes with another brush")
+    replay_cmd.add_argument("--name", help="file name stem of the outputs (default: the program's)")
     replay_cmd.set_defaults(run=replay)
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
