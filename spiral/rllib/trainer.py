@@ -1,0 +1,210 @@
+"""Runs an experiment: one run folder, atomic checkpoints, TensorBoard, exports, resume.
+
+A run folder holds ``experiment.json`` (what was asked), ``checkpoints/iter-NNNNNN`` (RLlib
+checkpoints, the last ``keep`` of them, each written under a temporary name and renamed when
+complete), ``agent/`` (the latest exported agent, plain state_dicts: see ``spiral.agent``),
+``best/`` (the export with the lowest held-out L2, conditional runs only) and ``tb/``
+(TensorBoard scalars and image grids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core import DEFAULT_MODULE_ID
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+from spiral.agent import load_agent, write_agent
+from spiral.experiment import Experiment
+from spiral.rllib.algorithm import build_config, make_env
+from spiral.rllib.module import DISCRIMINATOR_ID
+
+
+class PaintingMetrics(RLlibCallback):
+    """Logs the final canvas's distance to its target (conditional environments)."""
+
+    def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
+        infos = episode.get_infos()
+        if infos and "l2" in infos[-1]:
+            metrics_logger.log_value("final_l2", float(infos[-1]["l2"]))
+
+
+def new_run_folder(runs_dir: Path, name: str) -> Path:
+    folder = Path(runs_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    checkpoints = sorted((run / "checkpoints").glob("iter-*"))
+    return checkpoints[-1] if checkpoints else None
+
+
+class Trainer:
+    """Owns the algorithm of one run; ``run()`` trains until the iteration or time budget."""
+
+    def __init__(self, run: Path, experiment: Experiment, *, record_rewards: bool = False,
+                 min_time_s_per_iteration: float = 1.0):
+        self.run_dir, self.experiment = Path(run), experiment
+        config = build_config(experiment, record_rewards=record_rewards,
+                              min_time_s_per_iteration=min_time_s_per_iteration).callbacks(PaintingMetrics)
+        self.algo = config.build_algo()
+        self.iteration = 0
+        checkpoint = latest_checkpoint(self.run_dir)
+        if checkpoint is not None:
+            self.algo.restore_from_path(checkpoint)
+            self.iteration = int(checkpoint.name.split("-")[1])
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.best_l2 = float("inf")
+        self.test_targets = experiment.images("test")[:8] if experiment.reward.conditional else None
+
+    @classmethod
+    def start(cls, experiment: Experiment, runs_dir: Path, **kwargs) -> Trainer:
+        run = new_run_folder(runs_dir, experiment.name)
+        (run / "experiment.json").write_text(experiment.to_json())
+        return cls(run, experiment, **kwargs)
+
+    @classmethod
+    def resume(cls, run: Path, **kwargs) -> Trainer:
+        manifest = Path(run) / "experiment.json"
+        if not manifest.is_file():
+            raise ValueError(f"{run} is not a run folder: it has no experiment.json.")
+        return cls(Path(run), Experiment.from_dict(json.loads(manifest.read_text())), **kwargs)
+
+    def run(self, iterations: int | None = None, progress: bool = True,
+            on_iteration: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+        """Train to ``iterations`` (default: the experiment's), checkpointing as configured."""
+        settings = self.experiment.training
+        total = iterations if iterations is not None else settings.iterations
+        started, result = time.monotonic(), {}
+        bar = tqdm(total=total, initial=self.iteration, disable=not progress, desc=self.experiment.name, unit="it")
+        while self.iteration < total:
+            result = self.algo.train()
+            self.iteration += 1
+            self._log(result)
+            bar.update(1)
+            bar.set_postfix(self._summary(result), refresh=False)
+            if on_iteration:
+                on_iteration(self.iteration, result)
+            out_of_time = settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s
+            if self.iteration % self.experiment.checkpoint.every == 0 or self.iteration == total or out_of_time:
+                self.checkpoint(result)
+            if out_of_time:
+                break
+        bar.close()
+        return result
+
+    @staticmethod
+    def _summary(result: dict) -> dict[str, str]:
+        runners, learners = result.get("env_runners", {}), result.get("learners", {})
+        summary = {"steps": f"{int(result.get('num_env_steps_sampled_lifetime', 0)):,}"}
+        if "final_l2" in runners:
+            summary["l2"] = f"{runners['final_l2']:.4f}"
+        if "wasserstein" in learners.get(DISCRIMINATOR_ID, {}):
+            summary["D(real)-D(fake)"] = f"{learners[DISCRIMINATOR_ID]['wasserstein']:.3f}"
+        return summary
+
+    def _log(self, result: dict) -> None:
+        step = int(result.get("num_env_steps_sampled_lifetime", self.iteration))
+        scalars = {"env/steps_per_s": result.get("num_env_steps_sampled_lifetime_throughput")}
+        for key, value in result.get("env_runners", {}).items():
+            if key in ("final_l2", "episode_return_mean", "episode_len_mean"):
+                scalars[f"env/{key}"] = value
+        for module in (DEFAULT_MODULE_ID, DISCRIMINATOR_ID):
+            for key, value in result.get("learners", {}).get(module, {}).items():
+                if np.isscalar(value) and not key.startswith(("num_", "weights_seq", "default_optimizer")):
+                    scalars[f"{'policy' if module == DEFAULT_MODULE_ID else 'discriminator'}/{key}"] = value
+        for key, value in scalars.items():
+            if value is not None and np.isfinite(value):
+                self.writer.add_scalar(key, float(value), step)
+        self.writer.flush()
+
+    def checkpoint(self, result: dict) -> Path:
+        """An atomic RLlib checkpoint, the exported agent, the best export, image grids."""
+        folder = self.run_dir / "checkpoints"
+        final = folder / f"iter-{self.iteration:06d}"
+        staging = folder / f".staging-{self.iteration:06d}"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.algo.save_to_path(str(staging))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for old in sorted(folder.glob("iter-*"))[: -self.experiment.checkpoint.keep]:
+            shutil.rmtree(old)
+        agent_dir = self.export(self.run_dir / "agent", result)
+        self._paint_samples(agent_dir, int(result.get("num_env_steps_sampled_lifetime", self.iteration)))
+        return final
+
+    def export(self, folder: Path, result: dict | None = None) -> Path:
+        weights = self.algo.learner_group.get_weights([DEFAULT_MODULE_ID, DISCRIMINATOR_ID])
+        policy = {k.removeprefix("net."): torch.as_tensor(v) for k, v in weights[DEFAULT_MODULE_ID].items()}
+        discriminator = {k.removeprefix("net."): torch.as_tensor(v) for k, v in weights[DISCRIMINATOR_ID].items()}
+        env = make_env({"experiment": self.experiment.to_dict()})
+        result = result or {}
+        info = {
+            "name": self.experiment.name,
+            "env": env.config.to_dict(),
+            "network": self.experiment.network_config().to_dict(),
+            "action_names": list(env.codec.names),
+            "action_nvec": env.codec.nvec.tolist(),
+            "conditional": env.conditional,
+            "data": self.experiment.to_dict()["data"],
+            "reward": self.experiment.to_dict()["reward"],
+            "discriminator": {"loss": self.experiment.discriminator.loss, "size": env.config.width,
+                              "width": self.experiment.discriminator.width,
+                              "spectral_norm": self.experiment.discriminator.spectral_norm},
+            "training": {"iterations": self.iteration,
+                         "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0))},
+        }
+        env.close()
+        return write_agent(folder, policy, discriminator, info)
+
+    def _paint_samples(self, agent_dir: Path, step: int) -> None:
+        """Paint with the export (this also checks it loads): a grid in TensorBoard, the best kept."""
+        agent = load_agent(agent_dir)
+        if self.test_targets is None:
+            episodes = [agent.paint(seed=seed) for seed in range(8)]
+        else:
+            episodes = [agent.paint(target, seed=seed) for seed, target in enumerate(self.test_targets)]
+            l2 = float(np.mean([episode.l2 for episode in episodes]))
+            self.writer.add_scalar("eval/test_l2", l2, step)
+            if l2 < self.best_l2:
+                self.best_l2 = l2
+                shutil.copytree(agent_dir, self.run_dir / ".best-staging", dirs_exist_ok=True)
+                shutil.rmtree(self.run_dir / "best", ignore_errors=True)
+                os.replace(self.run_dir / ".best-staging", self.run_dir / "best")
+        rows = [np.concatenate([episode.canvas for episode in episodes], axis=1)]
+        if self.test_targets is not None:
+            rows.insert(0, np.concatenate(list(self.test_targets), axis=1))
+        self.writer.add_image("paintings", np.concatenate(rows, axis=0), step, dataformats="HWC")
+        self.writer.flush()
+
+    def stop(self) -> None:
+        self.writer.close()
+        self.algo.stop()
+
+
+# Env runners batch a few environments per forward pass; a second torch thread per runner only
+# competes with the other runners and the learner for the same cores.
+WORKER_ENV = {"env_vars": {"OMP_NUM_THREADS": "1"}}
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local Ray on this machine's CPUs."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, runtime_env=WORKER_ENV)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=WORKER_ENV)

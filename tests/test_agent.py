@@ -1,0 +1,149 @@
+"""The inference API: exported agents load safely, paint reproducibly, refuse foreign files."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from envs import PaintConfig, Program
+from spiral.agent import load_agent, untrained_agent, write_agent
+from spiral.images import open_image
+from spiral.policy import NetworkConfig
+
+TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
+CONFIG = PaintConfig(canvas_size=32, grid_size=8, episode_length=5, use_color=False, background=(0, 0, 0),
+                     fixed_color=(255, 255, 255))
+
+
+@pytest.fixture
+def exported(tmp_path):
+    agent = untrained_agent(CONFIG, conditional=True, network=TINY)
+    info = {"env": CONFIG.to_dict(), "network": TINY.to_dict(), "action_names": list(agent.policy.names),
+            "action_nvec": list(agent.policy.nvec), "conditional": True, "data": {"color": False}}
+    return write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, info)
+
+
+def test_an_exported_agent_paints_a_target_of_any_size_reproducibly(exported):
+    agent = load_agent(exported)
+    target = np.zeros((100, 70, 3), np.uint8)
+    target[30:70, 20:50] = 255
+    first, second = agent.paint(target, seed=3), agent.paint(target, seed=3)
+    assert len(first.frames) == 6 and first.canvas.shape == (32, 32, 3)
+    assert first.target.shape == (32, 32, 3) and first.l2 == second.l2
+    assert first.program.to_json() == second.program.to_json()
+    assert (Program.from_json(first.program.to_json()).render() == first.canvas).all()
+    greedy = [agent.paint(target, seed=seed, greedy=True).actions for seed in (1, 2)]
+    assert greedy[0] == greedy[1]
+
+
+def test_conditional_agents_need_a_target_and_unconditional_ones_refuse_one(exported):
+    with pytest.raises(ValueError, match="pass target"):
+        load_agent(exported).paint()
+    with pytest.raises(ValueError, match="takes no target"):
+        untrained_agent(CONFIG, conditional=False, network=TINY).paint(np.zeros((32, 32), np.uint8))
+
+
+def test_writing_an_agent_replaces_the_old_folder_whole(exported):
+    before = load_agent(exported).policy.state_dict()
+    newer = untrained_agent(CONFIG, conditional=True, network=TINY, seed=9).policy.state_dict()
+    info = json.loads((exported / "agent.json").read_text())
+    write_agent(exported, newer, {}, {k: v for k, v in info.items() if k not in ("format", "version")})
+    after = load_agent(exported).policy.state_dict()
+    assert not torch.equal(before["stem.weight"], after["stem.weight"])
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["agent"]  # no staging leftovers
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda folder: (folder / "agent.json").unlink(), "has no agent.json"),
+        (lambda folder: (folder / "agent.json").write_text("{not json"), "is corrupt"),
+        (lambda folder: (folder / "agent.json").write_text('{"format": "other"}'), "not a spiral agent manifest"),
+        (lambda folder: (folder / "agent.json").write_text('{"format": "spiral-agent", "version": 7}'), "version 7"),
+        (lambda folder: (folder / "policy.pt").write_bytes(b"garbage"), "not a plain tensor state_dict"),
+        (lambda folder: (folder / "policy.pt").unlink(), "has no policy.pt"),
+        (lambda folder: (folder / "policy.pt").write_bytes(pickle.dumps({"a": object()})), "not a plain tensor"),
+        (lambda folder: torch.save({"stem.weight": torch.zeros(1)}, folder / "policy.pt"), "does not fit"),
+    ],
+)
+def test_damaged_or_foreign_agents_are_refused_with_a_reason(exported, damage, message):
+    damage(exported)
+    with pytest.raises(ValueError, match=message):
+        load_agent(exported)
+
+
+def test_a_pickle_that_runs_code_is_never_executed(exported, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"stem.weight": Exploit()}, exported / "policy.pt")
+    with pytest.raises(ValueError, match="corrupt or unsafe"):
+        load_agent(exported)
+    assert not marker.exists()
+
+
+def test_a_missing_folder_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No agent folder"):
+        load_agent(tmp_path / "nope")
+
+
+def image_bytes(image: Image.Image, fmt: str, **options) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_common_formats_open_as_rgb(fmt):
+    picture = Image.new("RGB", (40, 30), (200, 10, 10))
+    opened = open_image(image_bytes(picture, fmt))
+    assert opened.mode == "RGB" and opened.size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (Image.fromarray(np.full((8, 8), 65535, np.uint16)), (0, 0, 0)),  # 16-bit, flat: scaled to 0
+        (Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0)),
+        (Image.new("P", (8, 8), 3), None),
+        (Image.new("RGBA", (8, 8), (0, 0, 0, 0)), (255, 255, 255)),  # transparent: over white
+        (Image.new("LA", (8, 8), (0, 255)), (0, 0, 0)),
+    ],
+)
+def test_unusual_modes_become_rgb(image, expected):
+    opened = open_image(image_bytes(image, "TIFF" if image.mode in ("CMYK", "I;16") else "PNG"))
+    assert opened.mode == "RGB"
+    if expected is not None:
+        assert opened.getpixel((0, 0)) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.4 not an image", "not an image"),
+        (image_bytes(Image.new("RGB", (64, 64)), "PNG")[:60], "corrupt or truncated"),
+    ],
+)
+def test_bad_uploads_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        open_image(data)
+
+
+def test_decompression_bombs_are_refused_before_decoding():
+    with pytest.raises(ValueError, match="more than the 1,000 allowed"):
+        open_image(image_bytes(Image.new("L", (100, 100)), "PNG"), max_pixels=1000)
+
+
+def test_an_animated_gif_opens_at_its_first_frame():
+    frames = [Image.new("RGB", (10, 10), color) for color in ((255, 0, 0), (0, 255, 0))]
+    data = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert open_image(data).getpixel((0, 0)) == (255, 0, 0)

@@ -1,0 +1,112 @@
+"""The SPIRAL policy network and its RLlib module: shapes, autoregression, teacher forcing."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from envs import PaintEnv
+from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.rllib.module import SpiralPolicyModule
+
+TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
+
+
+def network(env: PaintEnv, config: NetworkConfig = TINY) -> PolicyNetwork:
+    torch.manual_seed(0)
+    return PolicyNetwork(env.codec.names, tuple(env.codec.nvec.tolist()), env.config.grid_size, env.conditional, config)
+
+
+def observations(env: PaintEnv, batch: int, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Real observations from random episodes, stacked to (batch, steps, ...)."""
+    rows = []
+    env.action_space.seed(seed)
+    for b in range(batch):
+        observation, _ = env.reset(seed=seed + b)
+        row = [observation]
+        for _ in range(steps - 1):
+            row.append(env.step(env.action_space.sample())[0])
+        rows.append(row)
+    return {key: torch.as_tensor(np.stack([[o[key] for o in row] for row in rows])) for key in rows[0][0]}
+
+
+@pytest.fixture
+def conditional_env():
+    return PaintEnv(canvas_size=32, grid_size=8, episode_length=6, target_source=np.zeros((3, 32, 32), np.uint8))
+
+
+def test_teacher_forced_log_probs_equal_the_sampled_ones(conditional_env):
+    net = network(conditional_env)
+    obs = observations(conditional_env, batch=3, steps=5)
+    features, _ = net.features(obs, net.initial_state(3))
+    actions, logp, logits = net.sample(features)
+    forced = net.teacher_forced_logits(features, actions)
+    assert torch.allclose(forced, logits, atol=1e-6)
+    assert torch.allclose(net.log_prob(forced, actions), logp, atol=1e-5)
+    assert actions.shape == (3, 5, len(conditional_env.codec.names))
+    assert ((actions >= 0) & (actions < torch.as_tensor(conditional_env.codec.nvec))).all()
+
+
+def test_later_heads_depend_on_earlier_choices(conditional_env):
+    net = network(conditional_env)
+    features, _ = net.features(observations(conditional_env, 1, 1), net.initial_state(1))
+    actions, _, _ = net.sample(features)
+    other = actions.clone()
+    other[..., 0] = 1 - other[..., 0]  # flip the flag
+    first, second = net.teacher_forced_logits(features, actions), net.teacher_forced_logits(features, other)
+    flag_size = net.nvec[0]
+    assert torch.equal(first[..., :flag_size], second[..., :flag_size])  # the flag's own head is not affected
+    assert not torch.allclose(first[..., flag_size:], second[..., flag_size:])
+
+
+def test_a_fresh_policy_prefers_to_paint(conditional_env):
+    net = network(conditional_env)
+    features, _ = net.features(observations(conditional_env, 4, 3), net.initial_state(4))
+    probabilities = net.split(net.sample(features)[2])[0].softmax(-1)[..., 1]
+    assert (probabilities > 0.75).all()  # the initial bias: training notes, "pen never down"
+
+
+@pytest.mark.parametrize("grid", [4, 12, 16, 32])
+def test_spatial_heads_cover_the_grid(grid):
+    env = PaintEnv(canvas_size=32, grid_size=grid, episode_length=2)
+    net = network(env)
+    features, _ = net.features(observations(env, 2, 1), net.initial_state(2))
+    logits = net.split(net.sample(features)[2])
+    assert logits[env.codec.index["end"]].shape[-1] == grid * grid
+
+
+def test_the_lstm_carries_memory_across_calls(conditional_env):
+    net = network(conditional_env)
+    obs = observations(conditional_env, 2, 4)
+    whole, _ = net.features(obs, net.initial_state(2))
+    state, pieces = net.initial_state(2), []
+    for t in range(4):
+        features, state = net.features({k: v[:, t:t + 1] for k, v in obs.items()}, state)
+        pieces.append(features)
+    assert torch.allclose(torch.cat(pieces, dim=1), whole, atol=1e-5)
+
+
+def test_the_rllib_module_trains_on_the_log_probs_it_sampled_with(conditional_env):
+    env = conditional_env
+    module = SpiralPolicyModule(
+        observation_space=env.observation_space, action_space=env.action_space,
+        model_config={"action_names": list(env.codec.names), "action_nvec": env.codec.nvec.tolist(),
+                      "grid_size": 8, "conditional": True, "network": TINY.to_dict()},
+    )
+    obs = observations(env, batch=2, steps=4)
+    state = {key: torch.as_tensor(np.stack([value] * 2)) for key, value in module.get_initial_state().items()}
+    sampled = module.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: state})
+    trained = module.forward_train({Columns.OBS: obs, Columns.STATE_IN: state, Columns.ACTIONS: sampled[Columns.ACTIONS]})
+    distribution = module.get_train_action_dist_cls().from_logits(trained[Columns.ACTION_DIST_INPUTS])
+    assert torch.allclose(distribution.logp(sampled[Columns.ACTIONS]), sampled[Columns.ACTION_LOGP], atol=1e-5)
+    values = module.compute_values({Columns.OBS: obs, Columns.STATE_IN: state}, trained[Columns.EMBEDDINGS])
+    assert values.shape == (2, 4)
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+
+
+def test_network_sizes_match_the_training_notes():
+    env = PaintEnv(canvas_size=64, grid_size=32, target_source=np.zeros((1, 64, 64), np.uint8))
+    small, paper = network(env, NetworkConfig.small()), network(env, NetworkConfig.spiral())
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(small) < 1.5e6 < count(paper)

@@ -1,0 +1,137 @@
+"""Training with the real RLlib on a local Ray: rewards, the discriminator, checkpoints, export."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from spiral.agent import load_agent
+from spiral.discriminator import Discriminator, to_input
+from spiral.experiment import Experiment
+from spiral.rllib.trainer import WORKER_ENV, Trainer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=WORKER_ENV)
+    yield
+    ray.shutdown()
+
+
+def smoke(*overrides: str) -> Experiment:
+    return Experiment.from_preset("smoke", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def trained_run(local_ray, tmp_path_factory):
+    """One smoke run shared by the tests that only read from it."""
+    trainer = Trainer.start(smoke("checkpoint.every=2"), tmp_path_factory.mktemp("runs"), record_rewards=True)
+    history = []
+    trainer.run(4, progress=False, on_iteration=lambda i, result: history.append(result))
+    yield trainer, history
+    trainer.stop()
+
+
+def recorded(trainer: Trainer) -> dict:
+    (call,) = list(trainer.algo.learner_group.foreach_learner(lambda learner: learner.last_rewards))
+    return call.get()
+
+
+def recompute_scores(record: dict, conditional: bool) -> torch.Tensor:
+    """The discriminator's scores for the recorded canvases, with the recorded weights."""
+    canvases = record["canvases"]
+    disc = Discriminator(size=canvases.shape[-2], width=8, conditional=conditional)
+    disc.load_state_dict(record["discriminator"])
+    disc.eval()
+    targets = to_input(record["targets"].flatten(0, 1)) if conditional else None
+    with torch.no_grad():
+        return disc(to_input(canvases.flatten(0, 1)), targets).view(canvases.shape[:2])
+
+
+def test_smoke_preset_trains_and_writes_a_run_folder(trained_run):
+    trainer, history = trained_run
+    assert history[-1]["num_env_steps_sampled_lifetime"] > 0
+    assert "discriminator" in history[-1]["learners"] and "default_policy" in history[-1]["learners"]
+    run = trainer.run_dir
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000002", "iter-000004"]
+    assert (run / "agent" / "agent.json").is_file() and (run / "best" / "policy.pt").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    policy_metrics = history[-1]["learners"]["default_policy"]
+    assert {"entropy_flag", "entropy_end", "entropy_control", "reward_mean"} <= set(policy_metrics)
+
+
+def test_temporal_rewards_the_loss_sees_are_the_discriminators(trained_run):
+    trainer, _ = trained_run
+    record = recorded(trainer)
+    scores = recompute_scores(record, conditional=True)
+    after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
+    expected = (after - scores) * record["mask"]
+    assert torch.allclose(record["seen_by_loss"], expected, atol=1e-5)
+    assert torch.allclose(record["rewards"], record["seen_by_loss"])
+    assert expected.abs().sum() > 0
+
+
+def test_final_rewards_the_loss_sees_are_the_discriminators(local_ray, tmp_path):
+    trainer = Trainer.start(smoke("reward.mode=\"final\"", "reward.conditional=false"), tmp_path, record_rewards=True)
+    try:
+        trainer.run(2, progress=False)
+        record = recorded(trainer)
+    finally:
+        trainer.stop()
+    scores = recompute_scores(record, conditional=False)
+    after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
+    expected = after * record["terminated"]
+    assert torch.allclose(record["seen_by_loss"], expected, atol=1e-5)
+    assert (record["seen_by_loss"][record["terminated"] == 0] == 0).all()
+    assert (record["terminated"].sum(1) == 1).all(), "each row should hold one whole episode"
+
+
+def test_the_discriminator_learns_to_tell_real_from_fake(trained_run):
+    _, history = trained_run
+    gaps = [result["learners"]["discriminator"]["wasserstein"] for result in history
+            if "discriminator" in result.get("learners", {})]
+    assert len(gaps) >= 2 and gaps[-1] > gaps[0] + 0.5, gaps
+
+
+def test_resume_continues_iteration_and_step_counters(trained_run):
+    trainer, history = trained_run
+    steps = history[-1]["num_env_steps_sampled_lifetime"]
+    resumed = Trainer.resume(trainer.run_dir)
+    try:
+        assert resumed.iteration == 4
+        result = resumed.run(5, progress=False)
+        assert resumed.iteration == 5 and result["num_env_steps_sampled_lifetime"] > steps
+        assert (trainer.run_dir / "checkpoints" / "iter-000005").is_dir()
+    finally:
+        resumed.stop()
+
+
+def test_exported_agent_paints_in_a_process_that_never_imports_ray(trained_run):
+    trainer, _ = trained_run
+    code = (
+        "import sys, numpy as np\n"
+        "from spiral.agent import load_agent\n"
+        f"agent = load_agent({str(trainer.run_dir / 'agent')!r})\n"
+        "episode = agent.paint(np.zeros((28, 28), np.uint8), seed=1)\n"
+        "assert len(episode.frames) == 5 and episode.l2 is not None\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+        "print('painted', episode.l2)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=os.environ | {"PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr
+    assert "painted" in result.stdout
+
+
+def test_export_round_trips_the_learners_policy(trained_run, tmp_path):
+    trainer, _ = trained_run
+    agent = load_agent(trainer.export(tmp_path / "agent"))
+    weights = trainer.algo.learner_group.get_weights(["default_policy"])["default_policy"]
+    for name, value in agent.policy.state_dict().items():
+        assert np.array_equal(value.numpy(), weights[f"net.{name}"])
