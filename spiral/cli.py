@@ -36,6 +36,14 @@ def train(args: argparse.Namespace) -> None:
     from spiral.rllib.trainer import Trainer, connect
 
     connect(args.address)
+    if args.pbt:
+        from spiral.rllib.pbt import run_pbt
+
+        experiment = Experiment.from_preset(args.preset, args.overrides)
+        results = run_pbt(experiment, Path(args.runs_dir), args.pbt, args.iterations or experiment.training.iterations)
+        best = results.get_best_result()
+        print(f"best trial: {best.path}  ({results.get_best_result().metrics_dataframe.columns.size} metrics)")
+        return
     if args.resume:
         trainer = Trainer.resume(Path(args.resume))
     else:
@@ -113,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     train_cmd.add_argument("--iterations", type=_positive(int), help="stop after this many (default: preset's)")
     train_cmd.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    train_cmd.add_argument("--pbt", type=_positive(int), metavar="N",
+                           help="population-based training of lr and entropy with N trials (Ray Tune)")
     train_cmd.set_defaults(run=train)
 
     paint_cmd = commands.add_parser("paint", help="let an exported agent paint: PNG, GIF, JSON and SVG")

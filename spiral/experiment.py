@@ -6,6 +6,7 @@ in a preset and overridden on the command line as ``section.field=value``.
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -48,6 +49,9 @@ class RewardSettings:
     complement: bool = False
     discriminator_weight: float = 1.0
     l2_weight: float = 1.0
+    # Divide discriminator rewards by a running estimate of the spread of its scores: a WGAN
+    # critic's scale drifts without bound, and so would the rewards and the value loss.
+    normalize: bool = True
     stroke_penalty: float = 0.0  # per painted stroke (SPIRAL used a small one)
     blank_penalty: float = 0.0  # for a final canvas with nothing on it
 
@@ -129,11 +133,13 @@ class Experiment:
         return NetworkConfig(**self.network)
 
     def images(self, split: str) -> np.ndarray:
-        """The dataset's ``train`` or ``test`` images at the canvas size, (N, H, W, 3) uint8."""
-        from spiral.datasets import load_dataset  # numpy and Pillow only, but slow to import
+        """The dataset's ``train`` or ``test`` images at the canvas size, (N, H, W, 3) uint8.
 
-        dataset = load_dataset(self.data.dataset, self.paint_config().canvas_size, color=self.data.color,
-                               invert=self.data.invert, limit=self.data.limit, seed=self.training.seed)
+        Loaded once per process: an env runner builds many environments from the same images.
+        """
+        data = self.data
+        dataset = _load_dataset(data.dataset, self.paint_config().canvas_size, data.color, data.invert,
+                                data.limit, self.training.seed)
         return dataset.train if split == "train" else dataset.test
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +173,13 @@ class Experiment:
         for override in overrides:
             _apply_override(data, override)
         return cls.from_dict(data)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(name: str, size: tuple[int, int], color: bool, invert: bool, limit: int | None, seed: int):
+    from spiral.datasets import load_dataset  # imports scikit-image and scikit-learn: only when needed
+
+    return load_dataset(name, size, color=color, invert=invert, limit=limit, seed=seed)
 
 
 SECTIONS = {

@@ -69,3 +69,10 @@ def test_a_killed_env_runner_is_restored_and_training_goes_on():
     finally:
         algo.stop()
         ray.shutdown()
+
+
+def test_the_cloud_cluster_config_is_valid_for_ray_up():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(yaml.safe_load(open("train/cluster.yaml"))))

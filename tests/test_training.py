@@ -69,7 +69,7 @@ def test_smoke_preset_trains_and_writes_a_run_folder(trained_run):
 def test_temporal_rewards_the_loss_sees_are_the_discriminators(trained_run):
     trainer, _ = trained_run
     record = recorded(trainer)
-    scores = recompute_scores(record, conditional=True)
+    scores = recompute_scores(record, conditional=True) / record["score_scale"]
     after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
     expected = (after - scores) * record["mask"]
     assert torch.allclose(record["seen_by_loss"], expected, atol=1e-5)
@@ -84,7 +84,7 @@ def test_final_rewards_the_loss_sees_are_the_discriminators(local_ray, tmp_path)
         record = recorded(trainer)
     finally:
         trainer.stop()
-    scores = recompute_scores(record, conditional=False)
+    scores = recompute_scores(record, conditional=False) / record["score_scale"]
     after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
     expected = after * record["terminated"]
     assert torch.allclose(record["seen_by_loss"], expected, atol=1e-5)
@@ -135,3 +135,16 @@ def test_export_round_trips_the_learners_policy(trained_run, tmp_path):
     weights = trainer.algo.learner_group.get_weights(["default_policy"])["default_policy"]
     for name, value in agent.policy.state_dict().items():
         assert np.array_equal(value.numpy(), weights[f"net.{name}"])
+
+
+def test_population_based_training_perturbs_lr_and_entropy(local_ray, tmp_path):
+    from spiral.rllib.pbt import run_pbt
+
+    ray.shutdown()  # a Tune population needs more CPUs than the shared local Ray offers
+    ray.init(num_cpus=4, include_dashboard=False, runtime_env=WORKER_ENV)
+    experiment = smoke("training.envs_per_env_runner=2")
+    results = run_pbt(experiment, tmp_path, population=2, iterations=6, interval=2)
+    assert all(result.error is None for result in results)
+    settings = {(result.config["lr"], result.config["learner_config_dict"]["entropy_scale"]) for result in results}
+    assert settings != {(experiment.training.lr, 1.0)}, "no trial was perturbed"
+    assert all(result.metrics["training_iteration"] == 6 for result in results)

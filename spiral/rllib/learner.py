@@ -45,7 +45,10 @@ class SpiralLearner(IMPALATorchLearner):
             self.real_images = torch.from_numpy(self.experiment.images("train").copy())
         # For tests and debugging: the last rewards with the canvases and weights they came from.
         self.record_rewards = bool(self.config.learner_config_dict.get("record_rewards", False))
+        # Population-based training scales every entropy coefficient by this (spiral.rllib.pbt).
+        self.entropy_scale = float(self.config.learner_config_dict.get("entropy_scale", 1.0))
         self.last_rewards: dict[str, Any] | None = None
+        self.score_scale: float | None = None
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         """The discriminator gets SPIRAL's Adam (beta1 0.5) and its own learning rate."""
@@ -82,6 +85,8 @@ class SpiralLearner(IMPALATorchLearner):
         scores = None
         if settings.mode in ("final", "temporal", "mix"):
             scores = self._scores(canvases, targets)
+            if settings.normalize:
+                scores = scores / self._score_scale(scores, mask)
             after = _next_row(scores)
             discriminator = after * terminated if settings.mode == "final" else (after - scores) * mask
             rewards = rewards + settings.discriminator_weight * discriminator
@@ -100,11 +105,19 @@ class SpiralLearner(IMPALATorchLearner):
                 "rewards": rewards.detach().cpu(), "canvases": canvases.cpu(), "mask": mask.cpu(),
                 "terminated": terminated.cpu(), "targets": None if targets is None else targets.cpu(),
                 "discriminator": {k: v.detach().cpu().clone() for k, v in self.discriminator.state_dict().items()},
+                "score_scale": max(self.score_scale, 1e-3) if settings.normalize and scores is not None else 1.0,
             }
         self.metrics.log_dict(
             {"reward_mean": (rewards.sum() / mask.sum().clamp(min=1)).item()}, key=DEFAULT_MODULE_ID, window=1
         )
         return rewards
+
+    def _score_scale(self, scores: torch.Tensor, mask: torch.Tensor) -> float:
+        """A running (exponential, factor 0.99) average of the scores' standard deviation."""
+        spread = scores[mask.bool()].std().item() if mask.sum() > 1 else 1.0
+        self.score_scale = spread if self.score_scale is None else 0.99 * self.score_scale + 0.01 * spread
+        self.metrics.log_dict({"score_scale": self.score_scale}, key=DISCRIMINATOR_ID, window=1)
+        return max(self.score_scale, 1e-3)
 
     def _scores(self, canvases: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """Discriminator rewards for every row: (B, T, H, W, 3) uint8 -> (B, T)."""
@@ -158,7 +171,7 @@ class SpiralLearner(IMPALATorchLearner):
         maximal = torch.log(torch.tensor(net.nvec, dtype=entropies.dtype, device=entropies.device))
         weights = torch.tensor([training.entropy_weights.get(name, 1.0) for name in net.names],
                                dtype=entropies.dtype, device=entropies.device)
-        bonus = training.entropy_coeff * (weights * entropies).sum()
+        bonus = self.entropy_scale * training.entropy_coeff * (weights * entropies).sum()
         shortfall = F.relu(training.entropy_floor * maximal - entropies).sum()
         self.metrics.log_dict({f"entropy_{name}": value.item() for name, value in zip(net.names, entropies)},
                               key=module_id, window=1)

@@ -110,10 +110,11 @@ class Trainer:
     def _summary(result: dict) -> dict[str, str]:
         runners, learners = result.get("env_runners", {}), result.get("learners", {})
         summary = {"steps": f"{int(result.get('num_env_steps_sampled_lifetime', 0)):,}"}
-        if "final_l2" in runners:
-            summary["l2"] = f"{runners['final_l2']:.4f}"
-        if "wasserstein" in learners.get(DISCRIMINATOR_ID, {}):
-            summary["D(real)-D(fake)"] = f"{learners[DISCRIMINATOR_ID]['wasserstein']:.3f}"
+        l2, gap = runners.get("final_l2", np.nan), learners.get(DISCRIMINATOR_ID, {}).get("wasserstein", np.nan)
+        if np.isfinite(l2):  # an iteration without finished episodes or updates reports nothing
+            summary["l2"] = f"{l2:.4f}"
+        if np.isfinite(gap):
+            summary["D(real)-D(fake)"] = f"{gap:.3f}"
         return summary
 
     def _log(self, result: dict) -> None:

@@ -1,0 +1,68 @@
+"""End-to-end training throughput against the bare environment, measured in the same run.
+
+Trains a preset (default ``mnist-recon``, its dataset limited so that loading is quick) on a
+local Ray for a few iterations and counts env steps per second once it is warm; then steps the
+same environment with random actions in this process. Prints both and the issue's figure of
+merit: training rate / (raw env rate x env-runner cores), goal >= 0.5.
+
+    python benchmarks/training_speed.py [--preset mnist-recon] [--iterations 12] [overrides...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import ray
+
+from spiral.experiment import Experiment
+from spiral.rllib.algorithm import build_config, make_env
+from spiral.rllib.trainer import WORKER_ENV
+
+
+def raw_env_rate(experiment: Experiment, seconds: float = 3.0) -> float:
+    env = make_env({"experiment": experiment.to_dict()})
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, _, _ = env.step(env.action_space.sample())
+        steps += 1
+        if terminated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def training_rate(experiment: Experiment, iterations: int, warmup: int = 3) -> tuple[float, int]:
+    config = build_config(experiment)
+    algo = config.build_algo()
+    try:
+        for _ in range(warmup):
+            algo.train()
+        steps_before, start = algo.train()["num_env_steps_sampled_lifetime"], time.perf_counter()
+        for _ in range(iterations):
+            steps = algo.train()["num_env_steps_sampled_lifetime"]
+        return (steps - steps_before) / (time.perf_counter() - start), config.num_env_runners
+    finally:
+        algo.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="mnist-recon")
+    parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("overrides", nargs="*", default=["data.limit=2000"])
+    args = parser.parse_args()
+    experiment = Experiment.from_preset(args.preset, args.overrides)
+    ray.init(include_dashboard=False, runtime_env=WORKER_ENV)
+    train, runners = training_rate(experiment, args.iterations)
+    ray.shutdown()
+    raw = raw_env_rate(experiment)
+    print(f"preset {args.preset}, {runners} env runner(s) x {experiment.training.envs_per_env_runner} envs")
+    print(f"training (sampling + learning):  {train:8.0f} env steps/s")
+    print(f"raw environment, random actions: {raw:8.0f} env steps/s per core")
+    print(f"training / (raw x runner cores): {train / (raw * runners):.2f} (goal >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
