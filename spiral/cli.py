@@ -35,25 +35,33 @@ def train(args: argparse.Namespace) -> None:
     from spiral.experiment import Experiment
     from spiral.rllib.trainer import Trainer, connect
 
+    experiment = None if args.resume else Experiment.from_preset(args.preset, args.overrides)  # fail fast
     connect(args.address)
     if args.pbt:
         from spiral.rllib.pbt import run_pbt
 
-        experiment = Experiment.from_preset(args.preset, args.overrides)
         results = run_pbt(experiment, Path(args.runs_dir), args.pbt, args.iterations or experiment.training.iterations)
-        best = results.get_best_result()
-        print(f"best trial: {best.path}  ({results.get_best_result().metrics_dataframe.columns.size} metrics)")
+        print(f"best trial: {results.get_best_result().path}")
         return
-    if args.resume:
-        trainer = Trainer.resume(Path(args.resume))
-    else:
-        trainer = Trainer.start(Experiment.from_preset(args.preset, args.overrides), Path(args.runs_dir))
+    trainer = Trainer.resume(Path(args.resume)) if args.resume else Trainer.start(experiment, Path(args.runs_dir))
     print(f"run folder: {trainer.run_dir}   (tensorboard --logdir {trainer.run_dir / 'tb'})")
     try:
         trainer.run(args.iterations)
     finally:
         trainer.stop()
     print(f"agent: {trainer.run_dir / 'agent'}")
+
+
+def export(args: argparse.Namespace) -> None:
+    """Export a run's latest checkpoint as a plain agent folder."""
+    from spiral.rllib.trainer import Trainer, connect
+
+    connect(None)
+    trainer = Trainer.resume(Path(args.run_dir))
+    try:
+        print(f"agent: {trainer.export(Path(args.out))}  (iteration {trainer.iteration})")
+    finally:
+        trainer.stop()
 
 
 def paint(args: argparse.Namespace) -> None:
@@ -124,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--pbt", type=_positive(int), metavar="N",
                            help="population-based training of lr and entropy with N trials (Ray Tune)")
     train_cmd.set_defaults(run=train)
+
+    export_cmd = commands.add_parser("export", help="export a run's latest checkpoint as a plain agent folder")
+    export_cmd.add_argument("run_dir", metavar="RUN", help="a run folder (runs/<preset>-<time>)")
+    export_cmd.add_argument("--out", required=True, help="the agent folder to write")
+    export_cmd.set_defaults(run=export)
 
     paint_cmd = commands.add_parser("paint", help="let an exported agent paint: PNG, GIF, JSON and SVG")
     paint_cmd.add_argument("--agent", required=True, help="an agent folder (a run's agent/ or best/)")

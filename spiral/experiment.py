@@ -21,6 +21,7 @@ from spiral.policy import NetworkConfig
 PRESET_DIR = Path(__file__).resolve().parent.parent / "train" / "presets"
 REWARD_MODES = ("final", "temporal", "l2", "mix")
 DISCRIMINATOR_LOSSES = ("wgan-gp", "nonsaturating")
+ALGORITHMS = ("impala", "appo")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class DiscriminatorSettings:
 
 @dataclass
 class TrainingSettings:
+    algorithm: str = "impala"  # or "appo"
     lr: float = 5e-4
     gamma: float = 0.6
     entropy_coeff: float = 0.02
@@ -113,6 +115,8 @@ class Experiment:
             problems.append(f"reward.mode={self.reward.mode!r} compares with targets: set reward.conditional=true")
         if self.reward.complement and not self.reward.conditional:
             problems.append("reward.complement needs reward.conditional=true")
+        if self.training.algorithm not in ALGORITHMS:
+            problems.append(f"training.algorithm must be one of {ALGORITHMS}, got {self.training.algorithm!r}")
         if self.discriminator.loss not in DISCRIMINATOR_LOSSES:
             problems.append(f"discriminator.loss must be one of {DISCRIMINATOR_LOSSES}")
         try:

@@ -62,13 +62,16 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["paint-random", "--brush", "classic/nope"], "Unknown brush 'classic/nope'"),
-        (["paint-random", "--scale", "0"], "must be > 0"),
-        (["replay", "/nonexistent/painting.json"], "No such file"),
+        (["paint-random", "--brush", "classic/nope", "--out", "{tmp}"], "Unknown brush 'classic/nope'"),
+        (["paint-random", "--scale", "0", "--out", "{tmp}"], "must be > 0"),
+        (["replay", "/nonexistent/painting.json", "--out", "{tmp}"], "No such file"),
+        (["train", "--preset", "mnist-recn", "--runs-dir", "{tmp}"], "No preset 'mnist-recn'"),
+        (["train", "--preset", "smoke", "training.lrr=1", "--runs-dir", "{tmp}"], "training.lrr"),
+        (["paint", "--agent", "/nonexistent/agent", "--out", "{tmp}"], "No agent folder"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
-    result = spiral(*args, "--out", str(tmp_path))
+    result = spiral(*(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
 
 

@@ -137,14 +137,15 @@ def test_export_round_trips_the_learners_policy(trained_run, tmp_path):
         assert np.array_equal(value.numpy(), weights[f"net.{name}"])
 
 
-def test_population_based_training_perturbs_lr_and_entropy(local_ray, tmp_path):
-    from spiral.rllib.pbt import run_pbt
-
-    ray.shutdown()  # a Tune population needs more CPUs than the shared local Ray offers
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env=WORKER_ENV)
-    experiment = smoke("training.envs_per_env_runner=2")
-    results = run_pbt(experiment, tmp_path, population=2, iterations=6, interval=2)
-    assert all(result.error is None for result in results)
-    settings = {(result.config["lr"], result.config["learner_config_dict"]["entropy_scale"]) for result in results}
-    assert settings != {(experiment.training.lr, 1.0)}, "no trial was perturbed"
-    assert all(result.metrics["training_iteration"] == 6 for result in results)
+def test_appo_trains_with_the_same_rewards_and_discriminator(local_ray, tmp_path):
+    trainer = Trainer.start(smoke('training.algorithm="appo"'), tmp_path, record_rewards=True)
+    try:
+        result = trainer.run(3, progress=False)
+        record = recorded(trainer)
+    finally:
+        trainer.stop()
+    assert type(trainer.algo).__name__ == "APPO"
+    assert "discriminator" in result["learners"] and "mean_kl_loss" in result["learners"]["default_policy"]
+    scores = recompute_scores(record, conditional=True) / record["score_scale"]
+    after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
+    assert torch.allclose(record["seen_by_loss"], (after - scores) * record["mask"], atol=1e-5)

@@ -6,6 +6,7 @@ from typing import Any
 
 import ray
 import torch
+from ray.rllib.algorithms.appo import APPOConfig
 from ray.rllib.algorithms.impala import IMPALAConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
@@ -14,7 +15,7 @@ from ray.tune.registry import register_env
 
 from envs import PaintEnv
 from spiral.experiment import Experiment
-from spiral.rllib.learner import SpiralLearner
+from spiral.rllib.learner import SpiralAppoLearner, SpiralImpalaLearner
 from spiral.rllib.module import DISCRIMINATOR_ID, DiscriminatorModule, SpiralPolicyModule
 
 ENV_NAME = "spiral-paint"
@@ -63,8 +64,8 @@ def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
 
 
 def build_config(experiment: Experiment, *, record_rewards: bool = False, min_time_s_per_iteration: float = 1.0,
-                 env_runner_resources: dict[str, float] | None = None) -> IMPALAConfig:
-    """IMPALA (V-trace) on the new API stack, with SPIRAL's learner and modules.
+                 env_runner_resources: dict[str, float] | None = None) -> IMPALAConfig | APPOConfig:
+    """IMPALA (V-trace) or APPO on the new API stack, with SPIRAL's learner and modules.
 
     ``training.num_env_runners = 0`` means one runner per CPU of the cluster but one (the
     learner's). ``env_runner_resources`` pins runners to nodes that offer those custom resources.
@@ -73,8 +74,9 @@ def build_config(experiment: Experiment, *, record_rewards: bool = False, min_ti
     register_env(ENV_NAME, make_env)
     paint, training = experiment.paint_config(), experiment.training
     runners = training.num_env_runners or max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+    appo = training.algorithm == "appo"
     return (
-        IMPALAConfig()
+        (APPOConfig() if appo else IMPALAConfig())
         .environment(ENV_NAME, env_config={"experiment": experiment.to_dict()})
         .env_runners(
             num_env_runners=runners,
@@ -92,7 +94,7 @@ def build_config(experiment: Experiment, *, record_rewards: bool = False, min_ti
         .learners(
             num_learners=0,
             num_gpus_per_learner=1 if torch.cuda.is_available() else 0,
-            learner_class=SpiralLearner,
+            learner_class=SpiralAppoLearner if appo else SpiralImpalaLearner,
             learner_config_dict={"experiment": experiment.to_dict(), "record_rewards": record_rewards},
         )
         .training(

@@ -1,4 +1,4 @@
-"""IMPALA's learner, extended the SPIRAL way: the discriminator lives and learns here too.
+"""RLlib's IMPALA and APPO learners, extended the SPIRAL way: the discriminator learns here too.
 
 Every update (1) computes the policy's rewards from the canvases in the batch with the
 *current* discriminator, (2) runs IMPALA's V-trace loss on them, with per-component entropy
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
@@ -29,11 +30,18 @@ from spiral.discriminator import (
     to_input,
 )
 from spiral.experiment import Experiment
-from spiral.rllib.module import DISCRIMINATOR_ID
+from spiral.rllib.module import DISCRIMINATOR_ID, DiscriminatorModule
 
 
-class SpiralLearner(IMPALATorchLearner):
-    """Reads its experiment from ``config.learner_config_dict["experiment"]``."""
+class SpiralLearnerMixin:
+    """What SPIRAL adds to RLlib's IMPALA and APPO learners (the classes at the end of this file).
+
+    Reads its experiment from ``config.learner_config_dict["experiment"]``.
+    """
+
+    def rl_module_is_compatible(self, module) -> bool:
+        """The discriminator has no value function or target network, and is trained here all the same."""
+        return isinstance(module.unwrapped(), DiscriminatorModule) or super().rl_module_is_compatible(module)
 
     def build(self) -> None:
         super().build()
@@ -176,6 +184,14 @@ class SpiralLearner(IMPALATorchLearner):
         self.metrics.log_dict({f"entropy_{name}": value.item() for name, value in zip(net.names, entropies)},
                               key=module_id, window=1)
         return loss - bonus + training.entropy_floor_coeff * shortfall
+
+
+class SpiralImpalaLearner(SpiralLearnerMixin, IMPALATorchLearner):
+    """IMPALA (V-trace), SPIRAL's own choice."""
+
+
+class SpiralAppoLearner(SpiralLearnerMixin, APPOTorchLearner):
+    """APPO: V-trace with PPO's clipped surrogate against a target network."""
 
 
 def _next_row(values: torch.Tensor) -> torch.Tensor:

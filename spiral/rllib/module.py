@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
-from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.learner.utils import make_target_network
+from ray.rllib.core.rl_module.apis import TargetNetworkAPI, ValueFunctionAPI
+from ray.rllib.core.rl_module.apis.target_network_api import TARGET_NETWORK_ACTION_DIST_INPUTS
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from spiral.discriminator import Discriminator, to_input
@@ -17,7 +19,7 @@ from spiral.policy import NetworkConfig, PolicyNetwork
 DISCRIMINATOR_ID = "discriminator"
 
 
-class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI):
+class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     """``PolicyNetwork`` behind RLlib's module API.
 
     Exploration samples the autoregressive action itself and returns actions, log-probs and the
@@ -26,7 +28,8 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI):
     exact autoregressive log-probability and per-head entropies.
 
     ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``
-    and ``network`` (a ``NetworkConfig`` as a dict).
+    and ``network`` (a ``NetworkConfig`` as a dict). The target network (a slowly updated copy
+    of the whole network) is what APPO needs; IMPALA never makes one.
     """
 
     def setup(self) -> None:
@@ -74,6 +77,17 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI):
             embeddings, _ = self._features(batch)
         return self.net.value(embeddings)
 
+    def make_target_networks(self) -> None:
+        self.target_net = make_target_network(self.net)
+
+    def get_target_network_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        return [(self.net, self.target_net)]
+
+    def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
+        state = batch[Columns.STATE_IN]
+        features, _ = self.target_net.features(batch[Columns.OBS], (state["h"], state["c"]))
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.target_net.teacher_forced_logits(features, batch[Columns.ACTIONS])}
+
     def _distribution_class(self):
         return TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.net.nvec))
 
@@ -96,7 +110,9 @@ class DiscriminatorModule(TorchRLModule):
     """
 
     def setup(self) -> None:
-        self.net = Discriminator(**self.model_config)
+        # Algorithms merge their own defaults (e.g. APPO's vf_share_layers) into model_config.
+        arguments = ("in_channels", "size", "width", "conditional", "spectral_norm")
+        self.net = Discriminator(**{key: self.model_config[key] for key in arguments if key in self.model_config})
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         target = batch.get("target")

@@ -48,7 +48,8 @@ def run_pbt(experiment: Experiment, runs_dir: Path, population: int, iterations:
             name=f"{experiment.name}-pbt",
             storage_path=str(Path(runs_dir).resolve()),
             stop={"training_iteration": iterations},
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=interval, num_to_keep=2),
+            # PBT restores trials from each other's checkpoints: deleting old ones breaks exploitation.
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=interval, num_to_keep=None),
             verbose=1,
         ),
     )

@@ -149,8 +149,7 @@ class Trainer:
 
     def export(self, folder: Path, result: dict | None = None) -> Path:
         weights = self.algo.learner_group.get_weights([DEFAULT_MODULE_ID, DISCRIMINATOR_ID])
-        policy = {k.removeprefix("net."): torch.as_tensor(v) for k, v in weights[DEFAULT_MODULE_ID].items()}
-        discriminator = {k.removeprefix("net."): torch.as_tensor(v) for k, v in weights[DISCRIMINATOR_ID].items()}
+        policy, discriminator = (_network_weights(weights[module]) for module in (DEFAULT_MODULE_ID, DISCRIMINATOR_ID))
         env = make_env({"experiment": self.experiment.to_dict()})
         result = result or {}
         info = {
@@ -194,6 +193,12 @@ class Trainer:
     def stop(self) -> None:
         self.writer.close()
         self.algo.stop()
+
+
+def _network_weights(module_state: dict) -> dict[str, torch.Tensor]:
+    """The module's ``net`` as a plain state_dict (without APPO's target network)."""
+    return {key.removeprefix("net."): torch.as_tensor(value) for key, value in module_state.items()
+            if key.startswith("net.")}
 
 
 # Env runners batch a few environments per forward pass; a second torch thread per runner only
