@@ -149,3 +149,15 @@ def test_appo_trains_with_the_same_rewards_and_discriminator(local_ray, tmp_path
     scores = recompute_scores(record, conditional=True) / record["score_scale"]
     after = torch.cat([scores[:, 1:], scores[:, -1:]], dim=1)
     assert torch.allclose(record["seen_by_loss"], (after - scores) * record["mask"], atol=1e-5)
+
+
+def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
+    import shutil
+
+    trainer, _ = trained_run
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    result = subprocess.run([spiral, "export", str(trainer.run_dir), "--out", str(tmp_path / "exported")],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    agent = load_agent(tmp_path / "exported")
+    assert agent.info["training"]["iterations"] >= 4 and agent.conditional
