@@ -34,6 +34,7 @@ def run_pbt(experiment: Experiment, runs_dir: Path, population: int, iterations:
         time_attr="training_iteration",
         perturbation_interval=interval,
         quantile_fraction=0.5 if population < 4 else 0.25,  # small populations: bottom half copies top half
+        synch=True,  # every trial reaches the perturbation point, with its checkpoint, before any exploits
         hyperparam_mutations={
             "lr": tune.loguniform(training.lr / 10, training.lr * 10),
             "learner_config_dict": {"entropy_scale": tune.loguniform(0.1, 10.0)},
