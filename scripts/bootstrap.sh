@@ -9,6 +9,7 @@ APT_PACKAGES=(
     libmypaint-1.5-1 mypaint-brushes            # the renderer and its brushes
     dataset-fashion-mnist                        # Fashion-MNIST idx files
     fonts-freefont-ttf fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript fontconfig  # glyphs
+    chromium                                     # the app's browser tests
 )
 PYTHON=${PYTHON:-python3}
 VENV=.venv

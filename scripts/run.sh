@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set everything up, then paint an episode and write it to output/ as PNG, GIF,
-# JSON and SVG. Extra arguments go to `spiral paint-random` (see `--help`).
+# The main job: set everything up, then serve the app on http://127.0.0.1:8501 (Ctrl-C stops it).
+# It offers every agent exported under runs/ and, until agents ship, untrained ones (labelled).
+# Extra arguments go to `spiral app` (e.g. --port 8502, --address 0.0.0.0).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-.venv/bin/spiral paint-random --out output "$@"
+exec .venv/bin/spiral app "$@"

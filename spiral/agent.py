@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from envs import ActionCodec, PaintConfig, PaintEnv, Program
 from spiral.policy import NetworkConfig, PolicyNetwork
@@ -64,7 +64,10 @@ class Agent:
         color = self.info.get("data", {}).get("color", False)
         picture = picture.convert("RGB" if color else "L")
         height, width = self.paint_config.canvas_size
-        picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+        # Keep the aspect ratio: a very wide or tall image is letterboxed with the canvas colour.
+        background = tuple(self.paint_config.background)
+        picture = ImageOps.pad(picture, (width, height), Image.Resampling.LANCZOS,
+                               color=background if color else round(sum(background) / 3))
         array = np.asarray(picture)
         return array if color else np.repeat(array[..., None], 3, axis=-1)
 

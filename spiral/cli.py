@@ -82,6 +82,17 @@ def paint(args: argparse.Namespace) -> None:
     _report(paths)
 
 
+def app(args: argparse.Namespace) -> None:
+    """Serve the Streamlit app; on 127.0.0.1 unless told otherwise, no telemetry, no file watcher."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "app" / "spiral_app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
+               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none", "--server.headless", "true", "--client.toolbarMode", "viewer"]
+    sys.exit(subprocess.call(command))
+
+
 def brushes(_: argparse.Namespace) -> None:
     print("\n".join(available_brushes()))
 
@@ -146,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
+
+    app_cmd = commands.add_parser("app", help="serve the Streamlit app (http://127.0.0.1:8501)")
+    app_cmd.add_argument("--address", default="127.0.0.1", help="listen here (0.0.0.0: every interface)")
+    app_cmd.add_argument("--port", type=_positive(int), default=8501)
+    app_cmd.set_defaults(run=app)
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)

@@ -147,3 +147,12 @@ def test_an_animated_gif_opens_at_its_first_frame():
     frames = [Image.new("RGB", (10, 10), color) for color in ((255, 0, 0), (0, 255, 0))]
     data = image_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
     assert open_image(data).getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_very_wide_or_tall_targets_keep_their_aspect_ratio(exported):
+    agent = load_agent(exported)
+    wide = np.full((10, 400), 255, np.uint8)  # a white bar on the agent's black background
+    prepared = agent.prepare_target(wide)
+    assert prepared.shape == (32, 32, 3)
+    rows = np.nonzero(prepared[..., 0].max(axis=1) > 128)[0]
+    assert len(rows) <= 3 and (prepared[0] == 0).all()  # letterboxed, not stretched

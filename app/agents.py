@@ -1,0 +1,61 @@
+"""Which agents the app can offer: exported ones under the runs folder, and untrained presets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from spiral.agent import Agent, load_agent, untrained_agent
+from spiral.experiment import PRESET_DIR, Experiment
+
+UNTRAINED_PREFIX = "untrained: "
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    label: str
+    source: str  # an agent folder, or "preset:<name>" for an untrained agent
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("SPIRAL_RUNS_DIR", "runs"))
+
+
+def available_agents(runs: Path | None = None) -> list[AgentChoice]:
+    """Exported agents (``runs/*/agent`` and ``runs/*/best``), newest first, then untrained presets."""
+    runs = runs or runs_dir()
+    folders = sorted(runs.glob("*/*/agent.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    choices = [AgentChoice(f"{path.parent.parent.name}/{path.parent.name}", str(path.parent)) for path in folders]
+    presets = sorted(path.stem for path in PRESET_DIR.glob("*.toml") if path.stem != "smoke")
+    return choices + [AgentChoice(f"{UNTRAINED_PREFIX}{name}", f"preset:{name}") for name in presets]
+
+
+def open_agent(source: str) -> Agent:
+    """An exported agent folder, or an untrained agent built from a preset (``preset:NAME``)."""
+    if source.startswith("preset:"):
+        experiment = Experiment.from_preset(source.removeprefix("preset:"))
+        agent = untrained_agent(experiment.paint_config(), experiment.reward.conditional, experiment.network_config())
+        agent.info.update(name=experiment.name, data=experiment.to_dict()["data"])
+        return agent
+    return load_agent(source)
+
+
+def short_name(source: str) -> str:
+    """A label for captions: ``run/best`` for a folder, ``untrained NAME`` for a preset."""
+    if source.startswith("preset:"):
+        return f"untrained {source.removeprefix('preset:')}"
+    path = Path(source)
+    return f"{path.parent.name}/{path.name}"
+
+
+def describe(agent: Agent) -> dict[str, str]:
+    """What a person wants to know about an agent, in words."""
+    info, config = agent.info, agent.paint_config
+    return {
+        "agent": info.get("name", "?") + (" (UNTRAINED: random strokes)" if info.get("untrained") else ""),
+        "task": "reconstructs a target" if agent.conditional else "paints from scratch",
+        "trained on": info.get("data", {}).get("dataset", "?"),
+        "canvas": f"{config.width}x{config.height} px, {config.episode_length} strokes, brush {config.brush}",
+        "training": f"{info.get('training', {}).get('env_steps', 0):,} env steps",
+    }

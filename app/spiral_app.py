@@ -1,0 +1,197 @@
+"""spiral's Streamlit app: pick an agent, let it paint, replay it stroke by stroke, take it home.
+
+Run with ``spiral app`` (or ``streamlit run app/spiral_app.py``). It only calls the inference
+API (``spiral.agent``): no Ray in this process.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` from anywhere
+
+from app.agents import available_agents, describe, open_agent, short_name  # noqa: E402
+from app.pictures import DISPLAY, enlarge, filmstrip, png_bytes, replay_gif, with_stroke  # noqa: E402
+from envs import Program  # noqa: E402
+from spiral.datasets import load_dataset  # noqa: E402
+from spiral.images import open_image  # noqa: E402
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the agent...")
+def cached_agent(source: str):
+    return open_agent(source)
+
+
+@st.cache_data(max_entries=128, show_spinner="Painting...")
+def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool) -> dict:
+    """One painting, as plain data Streamlit can cache: the program, the frames, the score."""
+    target = None if target_png is None else np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
+    episode = cached_agent(source).paint(target, seed=seed, greedy=greedy)
+    return {"program": episode.program.to_json(), "frames": episode.frames, "target": episode.target,
+            "l2": episode.l2}
+
+
+@st.cache_data(max_entries=32, show_spinner="Rendering with the real brush...")
+def cached_render(program_json: str, pixels: int) -> bytes:
+    program = Program.from_json(program_json)
+    return png_bytes(program.render(scale=pixels / program.width))
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading held-out examples...")
+def held_out_examples(dataset: str, size: tuple[int, int], color: bool, invert: bool) -> np.ndarray:
+    return load_dataset(dataset, size, color=color, invert=invert, limit=64).test
+
+
+def pick_agent(label: str, key: str, place=st.sidebar, default: int = 0) -> str | None:
+    """A choice of agent (or a typed folder); None, with a message, when it does not load."""
+    choices = {choice.label: choice.source for choice in available_agents()}
+    picked = place.selectbox(label, [*choices, "a folder..."], index=default, key=key)
+    source = choices.get(picked)
+    if source is None:
+        source = place.text_input("Agent folder", key=f"{key}-path", placeholder="runs/<run>/best")
+        if not source:
+            return None
+    try:
+        cached_agent(source)
+    except (ValueError, FileNotFoundError) as error:
+        place.error(f"Cannot load that agent: {error}")
+        return None
+    return source
+
+
+def choose_target(agent) -> tuple[np.ndarray | None, str]:
+    """An uploaded image, a drawing or a held-out dataset example, as the agent will see it."""
+    upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload")
+    if upload is not None:
+        try:
+            return agent.prepare_target(open_image(upload.getvalue())), "your image"
+        except ValueError as error:
+            st.error(f"That file cannot be painted: {error}")
+            return None, ""
+    if st.toggle("Draw a target yourself", key="draw"):
+        drawing = draw_target(agent)
+        if drawing is not None:
+            return drawing, "your drawing"
+    data = agent.info.get("data", {})
+    examples = held_out_examples(data.get("dataset", "mnist"), agent.paint_config.canvas_size,
+                                 data.get("color", False), data.get("invert", False))
+    index = st.slider("...or a held-out example", 0, len(examples) - 1, 0, key="example")
+    return examples[index], f"held-out example {index}"
+
+
+def draw_target(agent) -> np.ndarray | None:
+    """A sketch in the page, in the agent's colours (white on black for MNIST agents)."""
+    from streamlit_drawable_canvas import st_canvas  # a custom component: only inside `streamlit run`
+
+    dark = sum(agent.paint_config.background) < 3 * 128
+    ink, paper = ("#ffffff", "#000000") if dark else ("#000000", "#ffffff")
+    result = st_canvas(stroke_width=18, stroke_color=ink, background_color=paper, height=DISPLAY, width=DISPLAY,
+                       drawing_mode="freedraw", return_image_data=True, key="sketch")
+    if result.image_data is None or not result.json_data or not result.json_data.get("objects"):
+        st.caption("Draw with the mouse; the agent repaints your sketch.")
+        return None
+    sketch = Image.fromarray(result.image_data.astype(np.uint8), "RGBA")
+    background = Image.new("RGBA", sketch.size, paper)
+    return agent.prepare_target(Image.alpha_composite(background, sketch).convert("RGB"))
+
+
+def show_replay(episode: dict, key: str) -> None:
+    """Slider, animation, filmstrip, stroke table, re-rendering and downloads of one painting."""
+    program = Program.from_json(episode["program"])
+    frames = episode["frames"]
+    step = st.slider("Stroke", 0, len(program.strokes), len(program.strokes), key=f"{key}-step")
+    stroke = program.strokes[step - 1] if step else None
+    left, right = st.columns(2)
+    left.image(png_bytes(with_stroke(frames[step], stroke)), caption=f"after stroke {step}", width=DISPLAY)
+    if right.toggle("Play the whole episode", key=f"{key}-play"):
+        right.image(replay_gif(frames), caption="replay (loops)", width=DISPLAY)
+    st.image(png_bytes(filmstrip(frames)), caption="every stroke, left to right")
+    st.dataframe(
+        [{"#": i + 1, "pen": "down" if s.pen_down else "up", "start": _xy(s.start), "control": _xy(s.control),
+          "end": _xy(s.end), "size": s.size, "pressure": round(s.pressure, 2),
+          "colour": "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in s.color))}
+         for i, s in enumerate(program.strokes)],
+        hide_index=True,
+    )
+    pixels = st.radio("Re-render with the real brush at", [256, 512], horizontal=True, key=f"{key}-size")
+    rendered = cached_render(episode["program"], pixels)
+    st.image(rendered, caption=f"{pixels} px, the same strokes", width=pixels)
+    columns = st.columns(4)
+    columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png")
+    columns[1].download_button("GIF", replay_gif(frames), "painting.gif", "image/gif", key=f"{key}-gif")
+    columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json")
+    columns[3].download_button("SVG", program.to_svg(pixels / program.width), "painting.svg", "image/svg+xml",
+                               key=f"{key}-svg")
+
+
+def _xy(point: tuple[float, float]) -> str:
+    return f"({point[0]:.1f}, {point[1]:.1f})"
+
+
+def paint_page(source: str) -> None:
+    agent = cached_agent(source)
+    seed = st.sidebar.number_input("Seed", 0, 10**6, 0, key="seed")
+    greedy = st.sidebar.toggle("Greedy (most likely strokes)", key="greedy")
+    if agent.conditional:
+        st.subheader("Reconstruct")
+        target, origin = choose_target(agent)
+        if target is None:
+            return
+        episode = cached_episode(source, png_bytes(target), int(seed), greedy)
+        columns = st.columns(2)
+        columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
+        columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=f"painting: L2 {episode['l2']:.4f}",
+                         width=DISPLAY)
+    else:
+        st.subheader("Generate")
+        count = st.slider("Samples", 1, 16, 8, key="samples")
+        samples = [cached_episode(source, None, int(seed) + i, greedy) for i in range(count)]
+        for column, (i, sample) in zip(st.columns(min(count, 8)) * 2, enumerate(samples)):
+            column.image(png_bytes(enlarge(sample["frames"][-1], 96)), caption=f"seed {int(seed) + i}")
+        chosen = st.selectbox("Replay sample", range(count), format_func=lambda i: f"seed {int(seed) + i}", key="pick")
+        episode = samples[chosen]
+        target = None
+    st.subheader("Replay")
+    show_replay(episode, "main")
+    compare(source, target, int(seed), greedy)
+
+
+def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> None:
+    """The same target painted by a second agent, side by side."""
+    with st.expander("Compare with another agent") as place:
+        other = pick_agent("Second agent", "other", place, default=min(1, len(available_agents()) - 1))
+        if other is None:
+            return
+        if cached_agent(other).conditional != (target is not None):
+            st.warning("Pick an agent of the same kind (both reconstruct, or both paint from scratch).")
+            return
+        target_png = None if target is None else png_bytes(target)
+        columns = st.columns(2)
+        for column, agent_source in zip(columns, (source, other)):
+            episode = cached_episode(agent_source, target_png, seed, greedy)
+            score = "" if episode["l2"] is None else f": L2 {episode['l2']:.4f}"
+            column.image(png_bytes(enlarge(episode["frames"][-1])), caption=f"{short_name(agent_source)}{score}",
+                         width=DISPLAY)
+
+
+def main() -> None:
+    st.set_page_config(page_title="spiral: painting agents", layout="wide")
+    st.title("spiral: an agent paints with real brush strokes")
+    source = pick_agent("Agent", "agent")
+    if source is None:
+        st.info("Choose an agent in the sidebar.")
+        return
+    for name, value in describe(cached_agent(source)).items():
+        st.sidebar.markdown(f"**{name}**: {value}")
+    paint_page(source)
+
+
+main()

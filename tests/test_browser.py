@@ -1,0 +1,133 @@
+"""The app in a real browser: Debian's chromium, headless, against `spiral app` on localhost."""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("SPIRAL_TEST_ARTIFACTS", "test-artifacts"))
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(runs):  # noqa: F811
+    port = free_port()
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    process = subprocess.Popen([spiral, "app", "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=os.environ | {"SPIRAL_RUNS_DIR": str(runs)})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("spiral app did not start within a minute")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # launch() gives every browser a fresh, temporary profile (its own --user-data-dir).
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        yield page
+        browser.close()
+
+
+def test_upload_scrub_play_and_download_in_a_real_browser(server, page, tmp_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(server)
+    page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
+    picture = Image.new("RGB", (200, 200), "black")
+    picture.paste(Image.new("RGB", (60, 140), "white"), (70, 30))
+    upload = tmp_path / "one.png"
+    picture.save(upload)
+    page.locator("input[type=file]").set_input_files(str(upload))
+    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "app-reconstruct.png"), full_page=True)
+
+    slider = page.get_by_role("slider", name="Stroke")
+    slider.focus()
+    page.keyboard.press("Home")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    page.get_by_text("after stroke 3").wait_for(timeout=60_000)
+
+    page.get_by_text("Play the whole episode").click()
+    page.get_by_text("replay (loops)").wait_for(timeout=60_000)
+    sources = page.eval_on_selector_all("img", "images => images.map(image => image.src)")
+    gifs = [source for source in sources if "gif" in source.lower()]
+    assert gifs, sources
+    data = page.request.get(gifs[0]).body()
+    with Image.open(io.BytesIO(data)) as gif:
+        assert gif.n_frames > 1, "the replay does not animate"
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="SVG").click()
+    svg = tmp_path / "painting.svg"
+    download.value.save_as(svg)
+    assert ElementTree.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
+    page.screenshot(path=str(ARTIFACTS / "app-replay.png"), full_page=True)
+
+
+def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(server)
+    page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("Draw a target yourself").click()
+    page.get_by_text("Draw with the mouse").wait_for(timeout=60_000)
+    canvas = page.locator("canvas").last
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x + step, y + step * 7)
+    page.mouse.up()
+    page.get_by_text("target: your drawing, as the agent sees it").wait_for(timeout=120_000)
+    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "app-draw.png"), full_page=True)
+
+
+def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(server)
+    page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
+    page.get_by_label("Agent").first.click()
+    page.get_by_text("untrained: mnist-gen").click()
+    page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("seed 7").first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "app-generate.png"), full_page=True)
