@@ -73,6 +73,7 @@ def test_an_uploaded_image_is_painted_and_the_slider_scrubs_the_replay(runs):
         ("empty.png", b"", "empty"),
         ("notes.png", b"this is not an image at all", "not an image"),
         ("cut.png", png(Image.new("RGB", (64, 64)))[:50], "corrupt or truncated"),
+        ("bomb.png", png(Image.new("1", (9000, 9000))), "more than the 40,000,000 allowed"),
     ],
 )
 def test_bad_uploads_get_a_message_and_the_app_keeps_working(runs, name, content, message):
