@@ -47,6 +47,8 @@ def train(args: argparse.Namespace) -> None:
     print(f"run folder: {trainer.run_dir}   (tensorboard --logdir {trainer.run_dir / 'tb'})")
     try:
         trainer.run(args.iterations)
+    except KeyboardInterrupt:
+        print(f"stopped; resume with: spiral train --resume {trainer.run_dir}")
     finally:
         trainer.stop()
     print(f"agent: {trainer.run_dir / 'agent'}")

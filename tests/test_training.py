@@ -1,6 +1,7 @@
 """Training with the real RLlib on a local Ray: rewards, the discriminator, checkpoints, export."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -161,3 +162,24 @@ def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     agent = load_agent(tmp_path / "exported")
     assert agent.info["training"]["iterations"] >= 4 and agent.conditional
+
+
+def test_ctrl_c_checkpoints_what_was_trained_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    process = subprocess.Popen([spiral, "train", "--preset", "smoke", "--runs-dir", str(tmp_path),
+                                "--iterations", "1000", "checkpoint.every=500"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(tmp_path.glob("*/tb/events.out.tfevents.*")):
+        time.sleep(1)
+    time.sleep(8)  # a few iterations
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    (run,) = tmp_path.iterdir()
+    checkpoints = sorted((run / "checkpoints").glob("iter-*"))
+    assert checkpoints, output[-2000:]
+    assert "spiral train --resume" in output
+    assert load_agent(run / "agent").info["training"]["iterations"] == int(checkpoints[-1].name.split("-")[1])

@@ -90,20 +90,29 @@ class Trainer:
         total = iterations if iterations is not None else settings.iterations
         started, result = time.monotonic(), {}
         bar = tqdm(total=total, initial=self.iteration, disable=not progress, desc=self.experiment.name, unit="it")
-        while self.iteration < total:
-            result = self.algo.train()
-            self.iteration += 1
-            self._log(result)
-            bar.update(1)
-            bar.set_postfix(self._summary(result), refresh=False)
-            if on_iteration:
-                on_iteration(self.iteration, result)
-            out_of_time = settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s
-            if self.iteration % self.experiment.checkpoint.every == 0 or self.iteration == total or out_of_time:
+        saved = self.iteration
+        try:
+            while self.iteration < total:
+                result = self.algo.train()
+                self.iteration += 1
+                self._log(result)
+                bar.update(1)
+                bar.set_postfix(self._summary(result), refresh=False)
+                if on_iteration:
+                    on_iteration(self.iteration, result)
+                out_of_time = settings.time_budget_s is not None and time.monotonic() - started > settings.time_budget_s
+                if self.iteration % self.experiment.checkpoint.every == 0 or self.iteration == total or out_of_time:
+                    self.checkpoint(result)
+                    saved = self.iteration
+                if out_of_time:
+                    break
+        except KeyboardInterrupt:
+            if self.iteration > saved:  # Ctrl-C: keep what was trained, then stop as asked
+                bar.write(f"interrupted: checkpointing iteration {self.iteration} before stopping")
                 self.checkpoint(result)
-            if out_of_time:
-                break
-        bar.close()
+            raise
+        finally:
+            bar.close()
         return result
 
     @staticmethod
