@@ -626,7 +626,10 @@ def _photos() -> dict[str, Image.Image]:
 # --- folders of user images ---------------------------------------------------------------------------------
 
 def _folder_source(folder: Path, canvas: Size) -> _Source:
-    """Every image file under the folder, one in ten for test by the hash of its relative path."""
+    """Every image file under the folder, one in ten for test by the hash of its relative path.
+
+    When that would leave nothing to train on (a folder of one or two images), all are train.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"{FOLDER_PREFIX}{folder}: no such folder.")
     files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
@@ -639,6 +642,8 @@ def _folder_source(folder: Path, canvas: Size) -> _Source:
         relative = path.relative_to(folder).as_posix().encode()
         split = test if int.from_bytes(hashlib.sha256(relative).digest()[:8], "big") % 10 == 0 else train
         split.append(_Item(partial(_read_image, path, canvas), None))
+    if not train:  # a folder of a few images: better to train on all of them than on none
+        train, test = test, []
     return _Source(train, test, None)
 
 

@@ -206,3 +206,16 @@ def test_an_empty_or_unreadable_folder_is_refused_by_name(tmp_path):
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def test_a_folder_of_one_image_trains_on_it(tmp_path):
+    from PIL import Image
+
+    from spiral.datasets import load_dataset
+
+    for name in ("square.png", "other.png"):  # whichever way their paths hash
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        Image.new("L", (20, 20), 255).save(folder / name)
+        dataset = load_dataset(f"folder:{folder}", 16)
+        assert len(dataset.train) == 1 and len(dataset.test) == 0

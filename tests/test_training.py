@@ -183,3 +183,26 @@ def test_ctrl_c_checkpoints_what_was_trained_and_says_how_to_resume(tmp_path):
     assert checkpoints, output[-2000:]
     assert "spiral train --resume" in output
     assert load_agent(run / "agent").info["training"]["iterations"] == int(checkpoints[-1].name.split("-")[1])
+
+
+def test_an_agent_learns_to_beat_the_blank_canvas_on_a_simple_target(local_ray, tmp_path):
+    """End to end learning: one target (a white square top left), the L2 reward, 80 iterations."""
+    from PIL import Image
+
+    folder = tmp_path / "target"
+    folder.mkdir()
+    square = np.zeros((16, 16), np.uint8)
+    square[1:7, 1:7] = 255
+    Image.fromarray(square).save(folder / "square.png")
+    blank_l2 = (square.astype(float) / 255).mean()  # squared error of the black canvas, per pixel
+    experiment = smoke(f'data.dataset="folder:{folder}"', 'reward.mode="l2"', "training.envs_per_env_runner=8",
+                       "training.lr=1e-3", "checkpoint.every=1000")
+    trainer = Trainer.start(experiment, tmp_path / "runs")
+    final = []
+    try:
+        trainer.run(80, progress=False,
+                    on_iteration=lambda i, result: final.append(result.get("env_runners", {}).get("final_l2")))
+    finally:
+        trainer.stop()
+    learned = min(value for value in final[-20:] if value is not None and np.isfinite(value))
+    assert learned < 0.85 * blank_l2, (learned, blank_l2)

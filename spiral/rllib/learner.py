@@ -100,6 +100,8 @@ class SpiralLearnerMixin:
             rewards = rewards + settings.discriminator_weight * discriminator
         if settings.mode in ("l2", "mix"):
             distance = _squared_error(canvases, targets)
+            if settings.normalize and settings.mode == "l2":
+                distance = distance / self._score_scale(distance, mask)
             weight = settings.l2_weight if settings.mode == "mix" else 1.0
             rewards = rewards + weight * (distance - _next_row(distance)) * mask
         if settings.stroke_penalty:

@@ -68,7 +68,12 @@ class Trainer:
             self.iteration = int(checkpoint.name.split("-")[1])
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
         self.best_l2 = float("inf")
-        self.test_targets = experiment.images("test")[:8] if experiment.reward.conditional else None
+        self.test_targets = self._evaluation_targets() if experiment.reward.conditional else None
+
+    def _evaluation_targets(self) -> np.ndarray:
+        """Eight held-out targets; a folder too small to hold any out lends its training images."""
+        held_out = self.experiment.images("test")
+        return (held_out if len(held_out) else self.experiment.images("train"))[:8]
 
     @classmethod
     def start(cls, experiment: Experiment, runs_dir: Path, **kwargs) -> Trainer:
