@@ -212,6 +212,15 @@ class Surface:
         self._rgb[...] = self.background
         self._dirty = (self.width, self.height, 0, 0)  # nothing to convert: _rgb is up to date
 
+    def snapshot(self) -> list[np.ndarray]:
+        """A copy of every tile, for ``restore``: try a stroke, then take it back."""
+        return [tile.copy() for row in self._tiles for tile in row]
+
+    def restore(self, snapshot: list[np.ndarray]) -> None:
+        for tile, saved in zip((tile for row in self._tiles for tile in row), snapshot):
+            tile[...] = saved
+        self._dirty = (0, 0, self.width, self.height)
+
     def begin_atomic(self) -> None:
         self._lib.mypaint_surface_begin_atomic(self.handle)
 

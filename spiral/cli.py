@@ -95,6 +95,23 @@ def app(args: argparse.Namespace) -> None:
     sys.exit(subprocess.call(command))
 
 
+def evaluate(args: argparse.Namespace) -> None:
+    """Score a conditional agent on held-out images against the blank, random and search baselines."""
+    from spiral.agent import load_agent
+    from spiral.datasets import load_dataset
+    from spiral.evaluation import evaluate as evaluate_agent
+
+    agent = load_agent(args.agent)
+    if not agent.conditional:
+        raise ValueError("spiral eval scores agents that reconstruct targets; this one paints from scratch.")
+    data = agent.info.get("data", {})
+    targets = load_dataset(data.get("dataset", "mnist"), agent.paint_config.canvas_size, color=data.get("color", False),
+                           invert=data.get("invert", False), limit=args.images).test
+    print(f"{len(targets)} held-out images of {data.get('dataset', 'mnist')}; MSE per pixel, 95% interval")
+    for row in evaluate_agent(agent, targets, bank=args.bank):
+        print(row.row())
+
+
 def brushes(_: argparse.Namespace) -> None:
     print("\n".join(available_brushes()))
 
@@ -164,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     app_cmd.add_argument("--address", default="127.0.0.1", help="listen here (0.0.0.0: every interface)")
     app_cmd.add_argument("--port", type=_positive(int), default=8501)
     app_cmd.set_defaults(run=app)
+
+    eval_cmd = commands.add_parser("eval", help="score a conditional agent against blank, random and search")
+    eval_cmd.add_argument("--agent", required=True, help="an agent folder")
+    eval_cmd.add_argument("--images", type=_positive(int), default=50, help="held-out images (default 50)")
+    eval_cmd.add_argument("--bank", type=_positive(int), default=200, help="random strokes the search tries per step")
+    eval_cmd.set_defaults(run=evaluate)
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)

@@ -1,0 +1,118 @@
+"""How well an agent reconstructs held-out images, next to the floors and ceilings of the task.
+
+Every figure is the mean squared error per pixel (images in [0, 1]) between target and final
+canvas, with a 95% confidence interval over the images:
+
+- the agent, with sampled and with greedy actions;
+- a blank canvas (what painting nothing scores);
+- a random policy (what painting without looking scores);
+- a greedy search: each stroke is the best of a bank of random strokes, judged by rendering it
+  with the real brush, with the same stroke budget (what brute force reaches, and at what cost).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs import ActionCodec, PaintConfig, PaintEnv, Painter
+from envs.actions import PAINT
+from spiral.agent import Agent
+
+
+@dataclass(frozen=True)
+class Score:
+    """Mean squared error over images, its 95% confidence half-width, and the time per image."""
+
+    name: str
+    mean: float
+    half_width: float
+    seconds_per_image: float
+
+    def row(self) -> str:
+        return f"{self.name:28s} {self.mean:.4f} ± {self.half_width:.4f}   {self.seconds_per_image:8.3f} s/image"
+
+
+def mse(canvas: np.ndarray, target: np.ndarray) -> float:
+    """Mean squared error per pixel and channel, images as uint8 scaled to [0, 1]."""
+    difference = (canvas.astype(np.float64) - target.astype(np.float64)) / 255.0
+    return float(np.mean(difference * difference))
+
+
+def score(name: str, errors: list[float], seconds: float) -> Score:
+    values = np.asarray(errors, dtype=np.float64)
+    half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return Score(name, float(values.mean()), float(half_width), seconds / len(values))
+
+
+def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
+    start = time.perf_counter()
+    errors = [mse(paint_one(i, target), target) for i, target in enumerate(targets)]
+    return score(name, errors, time.perf_counter() - start)
+
+
+def agent_score(agent: Agent, targets: np.ndarray, greedy: bool) -> Score:
+    return _timed("agent (greedy)" if greedy else "agent (sampled)", targets,
+                  lambda i, target: agent.paint(target, seed=i, greedy=greedy).canvas)
+
+
+def blank_score(config: PaintConfig, targets: np.ndarray) -> Score:
+    blank = PaintEnv(config).reset(seed=0)[0]["canvas"]
+    return _timed("blank canvas", targets, lambda i, target: blank)
+
+
+def random_score(config: PaintConfig, targets: np.ndarray) -> Score:
+    def paint(i: int, target: np.ndarray) -> np.ndarray:
+        env = PaintEnv(config, target_source=target[None])
+        observation, _ = env.reset(seed=i)
+        env.action_space.seed(i)
+        for _ in range(config.episode_length):
+            observation = env.step(env.action_space.sample())[0]
+        return observation["canvas"]
+
+    return _timed("random policy", targets, paint)
+
+
+def search_score(config: PaintConfig, targets: np.ndarray, bank: int, seed: int = 0) -> Score:
+    """Greedy search: each step paints the best of ``bank`` random strokes, or nothing if none helps.
+
+    Every candidate is rendered with the real brush on the current canvas and taken back
+    (``Surface.snapshot`` / ``restore``); ``episode_length`` steps, like the agent.
+    """
+    rng = np.random.default_rng(seed)
+    codec = ActionCodec(config)
+
+    def paint(i: int, target: np.ndarray) -> np.ndarray:
+        painter = Painter(config.width, config.height, config.brush, config.background, 1.0, config.points_per_stroke)
+        try:
+            canvas, pen = painter.canvas(), (config.width / 2, config.height / 2)
+            for _ in range(config.episode_length):
+                best, best_error = None, mse(canvas, target)
+                saved = painter.surface.snapshot()
+                for _ in range(bank):
+                    action = rng.integers(0, codec.nvec)
+                    action[0] = PAINT
+                    stroke = codec.stroke(action, pen)
+                    painter.draw(stroke)
+                    error = mse(painter.canvas(), target)
+                    painter.surface.restore(saved)
+                    if error < best_error:
+                        best, best_error = stroke, error
+                if best is None:  # no stroke helps: lift the pen for this step
+                    continue
+                painter.draw(best)
+                canvas, pen = painter.canvas(), best.end
+            return canvas
+        finally:
+            painter.close()
+
+    return _timed(f"greedy search ({bank} strokes)", targets, paint)
+
+
+def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200) -> list[Score]:
+    """The agent (sampled and greedy) and the three baselines, on the same targets."""
+    config = agent.paint_config
+    return [agent_score(agent, targets, greedy=False), agent_score(agent, targets, greedy=True),
+            blank_score(config, targets), random_score(config, targets), search_score(config, targets, bank)]
