@@ -38,7 +38,7 @@ def test_env_runners_run_on_the_second_node(two_node_cluster):
     try:
         nodes = {node for node, _ in runner_facts(algo)}
         assert nodes == {worker.node_id}
-        assert algo.train()["num_env_steps_sampled_lifetime"] >= 0
+        algo.train()  # the first iteration may end before any sample arrives
         result = algo.train()
         assert result["num_env_steps_sampled_lifetime"] > 0
     finally:

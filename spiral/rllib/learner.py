@@ -62,6 +62,7 @@ class SpiralLearnerMixin:
         """The discriminator gets SPIRAL's Adam (beta1 0.5) and its own learning rate."""
         if module_id != DISCRIMINATOR_ID:
             return super().configure_optimizers_for_module(module_id, config)
+        # Called from inside super().build(), before build() above has set self.experiment.
         settings = Experiment.from_dict(self.config.learner_config_dict["experiment"]).discriminator
         params = self.get_parameters(self.module[module_id])
         self.register_optimizer(
