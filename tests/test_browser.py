@@ -125,8 +125,10 @@ def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
+    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)  # the first page is complete
     page.get_by_label("Agent").first.click()
-    page.get_by_text("untrained: mnist-gen").click()
+    page.keyboard.type("untrained: mnist-gen")  # a Streamlit selectbox filters as one types
+    page.keyboard.press("Enter")
     page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
     page.get_by_text("seed 7").first.wait_for(timeout=120_000)
     page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
