@@ -1,4 +1,5 @@
-"""Which agents the app can offer: exported ones under the runs folder, and untrained presets."""
+"""Which agents the app can offer: the shipped ones, exported ones under the runs folder, and
+untrained presets."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 from spiral.agent import Agent, load_agent, untrained_agent
 from spiral.experiment import PRESET_DIR, Experiment
+from spiral.shipped import AGENTS_DIR, shipped_agents
 
 UNTRAINED_PREFIX = "untrained: "
+SHIPPED_PREFIX = "shipped: "
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,13 @@ def runs_dir() -> Path:
 
 
 def available_agents(runs: Path | None = None) -> list[AgentChoice]:
-    """Exported agents (``runs/*/agent`` and ``runs/*/best``), newest first, then untrained presets."""
+    """Shipped agents, then exported ones (``runs/*/agent``, ``runs/*/best``) newest first, then untrained presets."""
     runs = runs or runs_dir()
+    shipped = [AgentChoice(f"{SHIPPED_PREFIX}{name}", str(folder)) for name, folder in shipped_agents().items()]
     folders = sorted(runs.glob("*/*/agent.json"), key=lambda path: path.stat().st_mtime, reverse=True)
-    choices = [AgentChoice(f"{path.parent.parent.name}/{path.parent.name}", str(path.parent)) for path in folders]
+    exported = [AgentChoice(f"{path.parent.parent.name}/{path.parent.name}", str(path.parent)) for path in folders]
     presets = sorted(path.stem for path in PRESET_DIR.glob("*.toml") if path.stem != "smoke")
-    return choices + [AgentChoice(f"{UNTRAINED_PREFIX}{name}", f"preset:{name}") for name in presets]
+    return shipped + exported + [AgentChoice(f"{UNTRAINED_PREFIX}{name}", f"preset:{name}") for name in presets]
 
 
 def open_agent(source: str) -> Agent:
@@ -42,10 +46,12 @@ def open_agent(source: str) -> Agent:
 
 
 def short_name(source: str) -> str:
-    """A label for captions: ``run/best`` for a folder, ``untrained NAME`` for a preset."""
+    """A label for captions: ``run/best`` for a folder, ``shipped NAME``, or ``untrained NAME`` for a preset."""
     if source.startswith("preset:"):
         return f"untrained {source.removeprefix('preset:')}"
     path = Path(source)
+    if path.parent == AGENTS_DIR:
+        return f"shipped {path.name}"
     return f"{path.parent.name}/{path.name}"
 
 

@@ -7,16 +7,13 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from envs import Stroke
+from envs import Stroke, media
 
 DISPLAY = 256  # pixels on screen for a canvas
 
 
 def enlarge(canvas: np.ndarray, size: int = DISPLAY) -> Image.Image:
-    """Nearest-neighbour enlargement, so a 64 px canvas stays crisp instead of blurring."""
-    height, width = canvas.shape[:2]
-    factor = max(1, size // max(height, width))
-    return Image.fromarray(canvas).resize((width * factor, height * factor), Image.Resampling.NEAREST)
+    return media.enlarge(canvas, size)
 
 
 def with_stroke(canvas: np.ndarray, stroke: Stroke | None, size: int = DISPLAY) -> Image.Image:

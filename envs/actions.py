@@ -15,8 +15,9 @@ green      color_levels        green, likewise
 blue       color_levels        blue, likewise
 =========  ==================  ==============================================================
 
-``size``, ``pressure`` and the three colour channels are left out when the config turns them
-off; the remaining components keep their relative order. A point is the centre of its cell.
+``flag``, ``size``, ``pressure`` and the three colour channels are left out when the config
+turns them off (without a flag every stroke paints); the remaining components keep their
+relative order. A point is the centre of its cell.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ActionCodec:
         self.config = config
         cells = config.grid_size**2
         sizes = {
-            "flag": 2,
+            "flag": 2 if config.use_flag else 0,
             "end": cells,
             "control": cells,
             "size": len(config.brush_sizes) if config.use_size else 0,
@@ -125,7 +126,7 @@ class ActionCodec:
             start=pen,
             control=self.cell_center(values["control"]),
             end=self.cell_center(values["end"]),
-            pen_down=values["flag"] == PAINT,
+            pen_down=values.get("flag", PAINT) == PAINT,
             size=config.brush_sizes[values["size"]] if config.use_size else config.fixed_size,
             pressure=self._pressures[values["pressure"]] if config.use_pressure else config.fixed_pressure,
             color=color,

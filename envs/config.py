@@ -25,6 +25,9 @@ class PaintConfig:
         color_levels: levels per RGB channel, evenly spaced over 0 .. 1.
         use_size, use_pressure, use_color: when False the component leaves the action space and
             every stroke uses ``fixed_size``, ``fixed_pressure`` or ``fixed_color``.
+        use_flag: when False the pen flag leaves the action space and every stroke paints. Where
+            random strokes score worse than a blank canvas (white on black), a trainable flag
+            invites the "never paint" collapse before the agent has learned where to paint.
         background: canvas colour, 0..255 RGB. ``fixed_color`` is 0..255 RGB too.
         reward: ``none`` (adversarial training computes rewards on the learner), ``l2-final``
             (minus the mean squared error to the target at the last step) or ``l2-step`` (its
@@ -43,6 +46,7 @@ class PaintConfig:
     use_size: bool = True
     use_pressure: bool = True
     use_color: bool = True
+    use_flag: bool = True
     fixed_size: float = 2.0
     fixed_pressure: float = 1.0
     fixed_color: tuple[int, int, int] = (0, 0, 0)

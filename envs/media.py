@@ -11,6 +11,13 @@ from PIL import Image
 from envs.program import Program
 
 
+def enlarge(canvas: np.ndarray, size: int) -> Image.Image:
+    """Nearest-neighbour enlargement to about ``size`` pixels, so a 64 px canvas stays crisp."""
+    height, width = canvas.shape[:2]
+    factor = max(1, size // max(height, width))
+    return Image.fromarray(canvas).resize((width * factor, height * factor), Image.Resampling.NEAREST)
+
+
 def save_png(canvas: np.ndarray, path: str | Path) -> Path:
     Image.fromarray(canvas).save(path)
     return Path(path)

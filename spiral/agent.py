@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,25 @@ class Agent:
 def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discriminator_state: dict[str, torch.Tensor],
                 info: dict[str, Any]) -> Path:
     """Write an agent folder atomically: a reader sees the old folder or the new one, never half."""
+    def fill(staging: Path) -> None:
+        torch.save(policy_state, staging / "policy.pt")
+        torch.save(discriminator_state, staging / "discriminator.pt")
+        (staging / "agent.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2))
+
+    return write_folder(folder, fill)
+
+
+def write_folder(folder: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Replace ``folder`` with what ``fill`` writes into an empty staging folder, atomically.
+
+    The staging folder sits next to ``folder`` (same file system, so ``os.replace`` is a rename);
+    if ``fill`` fails, nothing of ``folder`` changes and the staging folder is removed.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        torch.save(policy_state, staging / "policy.pt")
-        torch.save(discriminator_state, staging / "discriminator.pt")
-        (staging / "agent.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2))
+        fill(staging)
         if folder.exists():
             retired = folder.with_name(f".{folder.name}-old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -146,15 +159,16 @@ def load_agent(path: str | Path) -> Agent:
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{manifest} does not describe a usable agent: {error}") from error
     try:
-        policy.load_state_dict(_load_weights(folder / "policy.pt"))
+        policy.load_state_dict(load_weights(folder / "policy.pt"))
     except RuntimeError as error:  # shapes or names that do not match agent.json
         raise ValueError(f"{folder / 'policy.pt'} does not fit the network agent.json describes: {error}") from error
     return Agent(policy, paint_config, info)
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A ``state_dict`` saved with ``torch.save``, read with ``weights_only=True``: plain tensors or a ValueError."""
     if not path.is_file():
-        raise ValueError(f"The agent has no {path.name} at {path}.")
+        raise ValueError(f"{path.parent} has no {path.name}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for corrupt or unsafe files

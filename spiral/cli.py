@@ -1,4 +1,4 @@
-"""The ``spiral`` command: ``spiral paint-random``, ``spiral replay``, ``spiral brushes``."""
+"""The ``spiral`` command: ``spiral paint-random``, ``spiral train``, ``spiral eval``, ``spiral classifier``, ..."""
 
 from __future__ import annotations
 
@@ -72,8 +72,9 @@ def paint(args: argparse.Namespace) -> None:
 
     from spiral.agent import load_agent
     from spiral.images import open_image
+    from spiral.shipped import default_agent
 
-    agent = load_agent(args.agent)
+    agent = load_agent(args.agent or default_agent(conditional=args.target is not None))
     target = open_image(args.target) if args.target else None
     episode = agent.paint(target, seed=args.seed, greedy=args.greedy)
     paths = write_painting(episode.program, args.out, scale=args.scale)
@@ -96,20 +97,85 @@ def app(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    """Score a conditional agent on held-out images against the blank, random and search baselines."""
+    """Score a conditional agent against the blank, random and search baselines; judge an unconditional one."""
     from spiral.agent import load_agent
-    from spiral.datasets import load_dataset
     from spiral.evaluation import evaluate as evaluate_agent
 
     agent = load_agent(args.agent)
     if not agent.conditional:
-        raise ValueError("spiral eval scores agents that reconstruct targets; this one paints from scratch.")
-    data = agent.info.get("data", {})
-    targets = load_dataset(data.get("dataset", "mnist"), agent.paint_config.canvas_size, color=data.get("color", False),
-                           invert=data.get("invert", False), limit=args.images).test
-    print(f"{len(targets)} held-out images of {data.get('dataset', 'mnist')}; MSE per pixel, 95% interval")
+        evaluate_generator(agent, args)
+        return
+    targets = held_out_targets(agent, args.images)
+    print(f"{len(targets)} held-out images of {agent.info.get('data', {}).get('dataset', 'mnist')}; "
+          "MSE per pixel, 95% interval")
     for row in evaluate_agent(agent, targets, bank=args.bank):
         print(row.row())
+
+
+def held_out_targets(agent, count: int):
+    """The first ``count`` test images of the agent's dataset, as it was trained to see them."""
+    from spiral.datasets import load_dataset
+
+    data = agent.info.get("data", {})
+    return load_dataset(data.get("dataset", "mnist"), agent.paint_config.canvas_size, color=data.get("color", False),
+                        invert=data.get("invert", False), limit=count).test
+
+
+def gallery(args: argparse.Namespace) -> None:
+    """A grid of an agent's paintings (held-out targets over them) and a replay, for docs."""
+    from spiral.agent import load_agent
+    from spiral.gallery import write_gallery
+
+    agent = load_agent(args.agent)
+    targets = held_out_targets(agent, args.count) if agent.conditional else None
+    _report(write_gallery(agent, args.out, targets, count=args.count, greedy=not args.sampled))
+
+
+def curves(args: argparse.Namespace) -> None:
+    """Plot runs' TensorBoard scalars to a PNG, over env steps or wall-clock hours."""
+    from spiral.curves import L2_TAGS, plot_curves
+
+    if args.label and len(args.label) != len(args.runs):
+        raise ValueError(f"{len(args.label)} --label for {len(args.runs)} runs: give one per run, in order.")
+    if args.label and len(set(args.label)) < len(args.label):
+        raise ValueError(f"--label names repeat ({', '.join(args.label)}): each run needs its own.")
+    runs = dict(zip(args.label, args.runs)) if args.label else args.runs
+    tags = [tag.strip() for tag in args.tags.split(",") if tag.strip()] if args.tags else None
+    references = {tag: {"blank canvas": args.blank} for tag in L2_TAGS} if args.blank is not None else None
+    print(plot_curves(runs, args.out, tags=tags, x="both" if args.both else args.x, references=references,
+                      smoothing=args.smooth))
+
+
+def evaluate_generator(agent, args: argparse.Namespace) -> None:
+    """Judge an unconditional agent's samples with the classifier of its dataset (Markdown tables)."""
+    from spiral.classifier import DEFAULT_DIR, check_supported, evaluate_generator as judge_samples, load_classifier
+    from spiral.datasets import load_dataset
+
+    dataset = agent.info.get("data", {}).get("dataset", "mnist")
+    check_supported(dataset)
+    folder = Path(args.classifier) if args.classifier else DEFAULT_DIR / dataset
+    try:
+        judge = load_classifier(folder, dataset)
+    except FileNotFoundError as error:
+        out = f" --out {folder}" if args.classifier else ""
+        raise FileNotFoundError(f"{error} Train one with: spiral classifier --dataset {dataset}{out}") from error
+    real = load_dataset(dataset, agent.paint_config.canvas_size).test  # the dataset's own polarity, as the judge's
+    report = judge_samples(agent, judge.classifier, real, args.samples)
+    print(f"judge: {judge.path} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
+    print(f"{args.samples} samples (seeds 0 to {args.samples - 1}) against {len(real)} held-out images "
+          f"of {dataset}\n")
+    print(report.markdown())
+
+
+def train_judge(args: argparse.Namespace) -> None:
+    """Train the classifier that judges unconditional agents of a dataset, and save it."""
+    from spiral.classifier import DEFAULT_DIR, save_classifier, train_classifier
+
+    classifier, test_accuracy = train_classifier(args.dataset, epochs=args.epochs, seed=args.seed)
+    folder = save_classifier(Path(args.out) if args.out else DEFAULT_DIR / args.dataset, classifier, args.dataset,
+                             test_accuracy, epochs=args.epochs, seed=args.seed)
+    print(f"test accuracy {test_accuracy:.2%}")
+    print(f"classifier: {folder}")
 
 
 def brushes(_: argparse.Namespace) -> None:
@@ -126,6 +192,15 @@ def _positive(kind: type):
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
         return value
     return parse
 
@@ -169,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.set_defaults(run=export)
 
     paint_cmd = commands.add_parser("paint", help="let an exported agent paint: PNG, GIF, JSON and SVG")
-    paint_cmd.add_argument("--agent", required=True, help="an agent folder (a run's agent/ or best/)")
+    paint_cmd.add_argument("--agent", help="an agent folder (a run's agent/ or best/; default: the shipped "
+                           "reconstruction agent with --target, the shipped generator without)")
     paint_cmd.add_argument("--target", help="an image to reconstruct (conditional agents)")
     paint_cmd.add_argument("--out", default="output")
     paint_cmd.add_argument("--seed", type=int, default=0)
@@ -177,16 +253,49 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
 
+    gallery_cmd = commands.add_parser("gallery", help="a grid of an agent's paintings and a replay, as PNG and GIF")
+    gallery_cmd.add_argument("--agent", required=True, help="an agent folder")
+    gallery_cmd.add_argument("--out", required=True, help="folder for grid.png and replay.*")
+    gallery_cmd.add_argument("--count", type=_positive(int), default=16, help="paintings in the grid (default 16)")
+    gallery_cmd.add_argument("--sampled", action="store_true", help="sample actions instead of taking the likeliest")
+    gallery_cmd.set_defaults(run=gallery)
+
     app_cmd = commands.add_parser("app", help="serve the Streamlit app (http://127.0.0.1:8501)")
     app_cmd.add_argument("--address", default="127.0.0.1", help="listen here (0.0.0.0: every interface)")
     app_cmd.add_argument("--port", type=_positive(int), default=8501)
     app_cmd.set_defaults(run=app)
 
-    eval_cmd = commands.add_parser("eval", help="score a conditional agent against blank, random and search")
+    eval_cmd = commands.add_parser("eval", help="score a conditional agent against blank, random and search; "
+                                                "judge an unconditional one with a classifier")
     eval_cmd.add_argument("--agent", required=True, help="an agent folder")
     eval_cmd.add_argument("--images", type=_positive(int), default=50, help="held-out images (default 50)")
     eval_cmd.add_argument("--bank", type=_positive(int), default=200, help="random strokes the search tries per step")
+    eval_cmd.add_argument("--samples", type=_at_least(2), default=100,
+                          help="unconditional agents: paintings to judge (default 100)")
+    eval_cmd.add_argument("--classifier", metavar="DIR",
+                          help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.set_defaults(run=evaluate)
+
+    classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")
+    classifier_cmd.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
+    classifier_cmd.add_argument("--epochs", type=_positive(int), default=4, help="passes over the training split")
+    classifier_cmd.add_argument("--seed", type=int, default=0)
+    classifier_cmd.add_argument("--out", help="the folder to write (default: agents/classifiers/<dataset>)")
+    classifier_cmd.set_defaults(run=train_judge)
+
+    curves_cmd = commands.add_parser("curves", help="plot runs' training curves (TensorBoard scalars) to a PNG")
+    curves_cmd.add_argument("runs", nargs="+", metavar="RUN", help="run folders (runs/<preset>-<time>)")
+    curves_cmd.add_argument("--out", default="curves.png", help="the PNG to write (default: curves.png)")
+    curves_cmd.add_argument("--tags", help="comma-separated scalar tags (default: test L2, D(real)-D(fake), "
+                                           "reward, entropy per component, steps/s, as logged)")
+    x_axis = curves_cmd.add_mutually_exclusive_group()
+    x_axis.add_argument("--x", choices=("steps", "wall"), default="steps", help="env steps or wall-clock hours")
+    x_axis.add_argument("--both", action="store_true", help="steps and wall time side by side")
+    curves_cmd.add_argument("--label", action="append", help="a legend name per run, in order (default: folder names)")
+    curves_cmd.add_argument("--blank", type=float, metavar="L2", help="draw the blank canvas's L2 on the L2 curves")
+    curves_cmd.add_argument("--smooth", type=float, default=0.0, metavar="W",
+                            help="EMA weight in [0, 1), as TensorBoard's slider; the raw curve stays, faint")
+    curves_cmd.set_defaults(run=curves)
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)

@@ -93,7 +93,8 @@ def search_score(config: PaintConfig, targets: np.ndarray, bank: int, seed: int 
                 saved = painter.surface.snapshot()
                 for _ in range(bank):
                     action = rng.integers(0, codec.nvec)
-                    action[0] = PAINT
+                    if "flag" in codec.index:
+                        action[codec.index["flag"]] = PAINT
                     stroke = codec.stroke(action, pen)
                     painter.draw(stroke)
                     error = mse(painter.canvas(), target)

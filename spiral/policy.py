@@ -4,7 +4,8 @@ The network reads a canvas (and, in conditional mode, the target) with two coord
 channels, adds an embedding of the previous action, encodes with a small ResNet, keeps memory
 in an LSTM, then chooses the stroke one component at a time (flag, end, control, size,
 pressure, red, green, blue), each head conditioned on the components already chosen. Spatial
-components (end, control) are decoded to a grid of logits by transposed convolutions.
+components (end, control) are decoded to a grid of logits by transposed convolutions, from the
+LSTM state plus a skip connection from the encoder's feature map.
 
 Sampling returns, besides the actions, the logits every head produced *given the actions
 taken*; evaluating those logits on the same actions gives the exact autoregressive
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SPATIAL = ("end", "control")
+MAP = 8  # side of the encoder's feature map, which the spatial heads start from
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,19 @@ class ResBlock(nn.Module):
 
 
 class SpatialHead(nn.Module):
-    """Hidden vector -> grid x grid logits through transposed convolutions from 4x4."""
+    """Hidden vector and the encoder's feature map -> grid x grid logits, by transposed convolutions.
+
+    The encoder's map (``MAP`` x ``MAP``) is added to the projection of the hidden vector: a skip
+    connection around the fully connected layer and the LSTM. "Paint where the target is and the
+    canvas is not" is local in the picture, and a path that keeps space lets the head learn it
+    without first squeezing the picture through a vector (as spatial-action agents do).
+    """
 
     def __init__(self, hidden: int, grid: int, channels: int):
         super().__init__()
         self.grid, self.channels = grid, channels
-        self.project = nn.Linear(hidden, channels * 16)
-        layers, size = [], 4
+        self.project = nn.Linear(hidden, channels * MAP * MAP)
+        layers, size = [], MAP
         while size < grid:
             layers += [nn.ReLU(), nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)]
             size *= 2
@@ -71,9 +79,9 @@ class SpatialHead(nn.Module):
         self.decode = nn.Sequential(*layers)
         self.size = size
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        maps = self.decode(self.project(z).view(-1, self.channels, 4, 4))
-        if self.size != self.grid:  # grids that are not powers of two: resample the map
+    def forward(self, z: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+        maps = self.decode(self.project(z).view(-1, self.channels, MAP, MAP) + spatial)
+        if self.size != self.grid:  # grids that are not powers of two times MAP: resample the map
             maps = F.interpolate(maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
         return maps.flatten(1)
 
@@ -91,8 +99,6 @@ class PolicyNetwork(nn.Module):
     def __init__(self, action_names: tuple[str, ...], action_nvec: tuple[int, ...], grid_size: int,
                  conditional: bool, config: NetworkConfig = NetworkConfig()):
         super().__init__()
-        if action_names[0] != "flag":
-            raise ValueError(f"The first action component must be 'flag', got {action_names}.")
         self.names, self.nvec = tuple(action_names), tuple(int(n) for n in action_nvec)
         self.config, self.conditional = config, conditional
         c, hidden = config.channels, config.hidden
@@ -119,8 +125,9 @@ class PolicyNetwork(nn.Module):
             for _ in self.nvec
         )
         self.value_head = nn.Linear(hidden, 1)
-        with torch.no_grad():
-            self.heads[0].bias.copy_(torch.tensor([0.0, config.flag_paint_bias]))
+        if self.names[0] == "flag":
+            with torch.no_grad():
+                self.heads[0].bias.copy_(torch.tensor([0.0, config.flag_paint_bias]))
         self.register_buffer("coordinates", self._coordinates(config.input_size), persistent=False)
 
     @staticmethod
@@ -141,7 +148,11 @@ class PolicyNetwork(nn.Module):
 
     def features(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor]
                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Observations with shape (B, T, ...) and LSTM state (B, hidden) each -> (B, T, hidden)."""
+        """Observations (B, T, ...) and LSTM state (B, hidden) each -> features and the new state.
+
+        Features are the LSTM's output (B, T, hidden) followed by the encoder's flattened
+        ``MAP`` x ``MAP`` feature map of the same step, which the spatial heads read.
+        """
         batch, steps = observation["canvas"].shape[:2]
         flat = {key: value.reshape(batch * steps, *value.shape[2:]) for key, value in observation.items()}
         pictures = [self._images(flat["canvas"])]
@@ -153,23 +164,25 @@ class PolicyNetwork(nn.Module):
         embedded = [embedding(previous[:, i]) for i, embedding in enumerate(self.prev_action_embeddings)]
         context = self.prev_action_mlp(torch.cat([*embedded, flat["step"].float().reshape(-1, 1)], dim=1))
         x = self.encoder(x + context[:, :, None, None])
+        spatial = x if x.shape[-1] == MAP else F.interpolate(x, size=(MAP, MAP), mode="area")
         x = F.relu(self.fc(x.flatten(1))).view(batch, steps, -1)
         h, c = state
         x, (h, c) = self.lstm(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
-        return x, (h.squeeze(0), c.squeeze(0))
+        return torch.cat([x, spatial.reshape(batch, steps, -1)], dim=-1), (h.squeeze(0), c.squeeze(0))
 
     def value(self, features: torch.Tensor) -> torch.Tensor:
-        return self.value_head(features).squeeze(-1)
+        return self.value_head(features[..., :self.config.hidden]).squeeze(-1)
 
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Walk the heads in order; sample (or take ``actions``) and condition on each choice."""
-        leading = features.shape[:-1]
-        z, chosen, logits = features.reshape(-1, features.shape[-1]), [], []
+        leading, hidden = features.shape[:-1], self.config.hidden
+        flat = features.reshape(-1, features.shape[-1])
+        z, spatial, chosen, logits = flat[:, :hidden], flat[:, hidden:].view(-1, self.config.channels, MAP, MAP), [], []
         if actions is not None:
             actions = actions.reshape(-1, actions.shape[-1])
-        for i, head in enumerate(self.heads):
-            component_logits = head(z)
+        for i, (name, head) in enumerate(zip(self.names, self.heads)):
+            component_logits = head(z, spatial) if name in SPATIAL else head(z)
             if actions is not None:
                 choice = actions[..., i].long()
             elif greedy:

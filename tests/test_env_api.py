@@ -41,6 +41,19 @@ def test_action_space_drops_components_it_is_told_to():
     assert env.action_space.nvec.tolist() == [2, 256, 256, 6]
 
 
+def test_without_a_flag_every_stroke_paints():
+    env = PaintEnv(use_flag=False, use_size=False, use_color=False, use_pressure=False, grid_size=16,
+                   background=(0, 0, 0), fixed_color=(255, 255, 255))
+    assert env.codec.names == ("end", "control")
+    env.reset(seed=0)
+    for seed in range(5):
+        env.action_space.seed(seed)
+        observation, _, _, _, info = env.step(env.action_space.sample())
+        assert info["stroke"].pen_down
+    assert observation["canvas"].max() > 0
+    check_env(env, skip_render_check=True)
+
+
 def test_observation_holds_canvas_step_and_previous_action(env):
     observation, info = env.reset(seed=0)
     assert set(observation) == {"canvas", "step", "prev_action"} and info == {}

@@ -21,6 +21,7 @@ from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLe
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
+from envs.actions import PAINT
 from spiral.discriminator import (
     FakeReplay,
     complement_pairs,
@@ -106,7 +107,9 @@ class SpiralLearnerMixin:
             weight = settings.l2_weight if settings.mode == "mix" else 1.0
             rewards = rewards + weight * (distance - _next_row(distance)) * mask
         if settings.stroke_penalty:
-            painted = (batch[Columns.ACTIONS][..., 0] == 1).float()
+            # Without a flag in the action space every stroke paints.
+            flag = self.experiment.paint_config().use_flag
+            painted = (batch[Columns.ACTIONS][..., 0] == PAINT).float() if flag else torch.ones_like(mask)
             rewards = rewards - settings.stroke_penalty * painted * mask
         if settings.blank_penalty:
             blank = (_next_row(canvases.flatten(2).float().std(-1)) == 0).float()

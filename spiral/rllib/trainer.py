@@ -67,6 +67,7 @@ class Trainer:
             self.algo.restore_from_path(checkpoint)
             self.iteration = int(checkpoint.name.split("-")[1])
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._last_log: tuple[float, int | None] = (time.monotonic(), None)  # for env steps/s
         self.best_l2 = float("inf")
         self.test_targets = self._evaluation_targets() if experiment.reward.conditional else None
 
@@ -133,7 +134,10 @@ class Trainer:
 
     def _log(self, result: dict) -> None:
         step = int(result.get("num_env_steps_sampled_lifetime", self.iteration))
-        scalars = {"env/steps_per_s": result.get("num_env_steps_sampled_lifetime_throughput")}
+        # Measured here: RLlib's own throughput metric is not in the result in this version.
+        now, (then, before) = time.monotonic(), self._last_log
+        self._last_log = (now, step)
+        scalars = {"env/steps_per_s": (step - before) / (now - then) if before is not None else None}
         for key, value in result.get("env_runners", {}).items():
             if key in ("final_l2", "episode_return_mean", "episode_len_mean"):
                 scalars[f"env/{key}"] = value
@@ -227,4 +231,7 @@ def connect(address: str | None) -> None:
     if address:
         ray.init(address=address, runtime_env=WORKER_ENV)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=WORKER_ENV)
+        # Ray starts its workers at niceness 15, so on a small machine the learner in this driver
+        # process starves the env runners; they produce the learner's data and deserve equal turns.
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=WORKER_ENV,
+                 _system_config={"worker_niceness": 0})

@@ -1,0 +1,200 @@
+"""Training curves from a run's TensorBoard logs, plotted to a PNG.
+
+TensorBoard is the place to explore a run; a PNG is what goes into a report, an issue or a
+comparison of runs that no longer share a machine. The trainer (``spiral.rllib.trainer``) writes
+scalars to ``RUN/tb/`` with the global step set to the number of env steps sampled so far, so a
+curve's x axis is env steps, or wall-clock time from the same events.
+
+The event files are read with TensorBoard's own ``EventAccumulator`` rather than by parsing
+records here: the format (framing, checksums, summary protos) is TensorBoard's to keep. Figures
+are drawn on a bare ``matplotlib.figure.Figure`` (rendered by Agg), not through pyplot, so no
+display is needed and no global backend is switched under code that imports this module.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+# The default curves, in order. Each entry lists alternatives: the first pattern that matches a
+# tag of some run is used, and an entry that matches nothing is left out.
+DEFAULT_TAGS = (
+    ("eval/test_l2",),  # the held-out reconstruction error (conditional runs)
+    # D(real) - D(fake), the critic's gap (wgan-gp); the non-saturating loss logs only the scores.
+    ("discriminator/wasserstein", "discriminator/d_[rf]*"),
+    # The learner computes the rewards (the environment's own are 0), so its mean comes first.
+    ("policy/reward_mean", "env/episode_return_mean"),
+    ("policy/entropy_*",),  # one per action component, so a collapsing one shows
+    ("env/steps_per_s",),
+)
+
+TITLES = {
+    "eval/test_l2": "held-out test L2 (lower is better)",
+    "env/final_l2": "training final L2",
+    "discriminator/wasserstein": "D(real) - D(fake)",
+    "discriminator/d_real": "D(real)",
+    "discriminator/d_fake": "D(fake)",
+    "policy/reward_mean": "mean reward per step",
+    "env/episode_return_mean": "mean episode return",
+    "env/steps_per_s": "env steps / s",
+}
+
+# The tags a ``--blank`` reference applies to: both are the final canvas's L2 to its target.
+L2_TAGS = ("eval/test_l2", "env/final_l2")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One tag's scalars in step order: env steps, seconds since the run's first scalar, values."""
+
+    steps: np.ndarray
+    wall: np.ndarray
+    values: np.ndarray
+
+
+def event_files(run_dir: Path | str) -> list[Path]:
+    """The event files of a run folder (in ``RUN/tb``), or of a ``tb`` folder given directly."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir / "tb", run_dir):
+        files = sorted(folder.glob("events.out.tfevents.*"))
+        if files:
+            return files
+    raise ValueError(f"{run_dir} has no TensorBoard logs (no events.out.tfevents.* in {run_dir / 'tb'}).")
+
+
+def run_name(run_dir: Path | str) -> str:
+    """A run's legend label: its folder's name (the run's, when given its ``tb`` folder)."""
+    folder = Path(run_dir).resolve()
+    return folder.parent.name if folder.name == "tb" else folder.name
+
+
+def read_scalars(run_dir: Path | str) -> dict[str, Series]:
+    """Every scalar tag of a run, merged over its event files and sorted by step.
+
+    A resumed run appends a new event file, and it restarts from its last checkpoint, so it may
+    log again steps that the earlier file already holds; those steps take the later file's
+    values, as they are the ones the run went on from. Files are ordered by their first event.
+    """
+    per_file = []
+    for path in event_files(run_dir):
+        accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0})  # 0: keep every point
+        accumulator.Reload()
+        events = {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()[SCALARS]}
+        first = min((event.wall_time for tagged in events.values() for event in tagged), default=np.inf)
+        per_file.append((first, path.name, events))
+    merged: dict[str, dict[int, tuple[float, float]]] = {}
+    for _, _, events in sorted(per_file, key=lambda item: item[:2]):
+        for tag, tagged in events.items():
+            merged.setdefault(tag, {}).update({event.step: (event.wall_time, event.value) for event in tagged})
+    start = min((wall for points in merged.values() for wall, _ in points.values()), default=0.0)
+    series = {}
+    for tag, points in sorted(merged.items()):
+        steps = np.array(sorted(points), dtype=np.int64)
+        wall, values = (np.array([points[step][i] for step in steps], dtype=np.float64) for i in (0, 1))
+        series[tag] = Series(steps, wall - start, values)
+    return series
+
+
+def default_tags(available: set[str]) -> list[str]:
+    """The curves that say most about a run, those of them it logged."""
+    tags = []
+    for alternatives in DEFAULT_TAGS:
+        for pattern in alternatives:
+            matches = sorted(fnmatch.filter(available, pattern))
+            if matches:
+                tags += matches
+                break
+    return tags
+
+
+def title(tag: str) -> str:
+    """A subplot's title: what the tag means, then the tag itself so it can be asked for."""
+    component = tag.removeprefix("policy/entropy_")
+    meaning = TITLES.get(tag) or (f"entropy of {component}" if component != tag else None)
+    return f"{meaning}  [{tag}]" if meaning else tag
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """An exponential moving average, TensorBoard's smoothing: 0 leaves the values as they are."""
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {weight}")
+    out = np.empty_like(values, dtype=np.float64)
+    for i, value in enumerate(values):
+        out[i] = value if i == 0 else weight * out[i - 1] + (1 - weight) * value
+    return out
+
+
+def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: Path | str,
+                tags: Sequence[str] | None = None, x: Literal["steps", "wall", "both"] = "steps",
+                references: Mapping[str, Mapping[str, float]] | None = None,
+                smoothing: float = 0.0) -> Path:
+    """Plot one subplot per tag, one line per run, to ``out_png``; returns its path.
+
+    Args:
+        runs: run folders, labelled by their names, or ``{label: run folder}``.
+        tags: the scalars to plot (default: ``default_tags`` of what the runs logged).
+        x: ``"steps"`` (env steps), ``"wall"`` (hours since each run's first scalar), or
+            ``"both"``: two columns, steps on the left, wall time on the right.
+        references: dashed horizontal lines, ``{tag: {label: y}}``, e.g.
+            ``{"eval/test_l2": {"blank canvas": 0.089}}``.
+        smoothing: EMA weight in [0, 1); above 0 the raw curve stays, faint, behind the smooth one.
+    """
+    if x not in ("steps", "wall", "both"):
+        raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
+    smooth(np.zeros(1), smoothing)  # reject a bad weight before reading anything
+    if not runs:
+        raise ValueError("no runs to plot")
+    labelled = dict(runs) if isinstance(runs, Mapping) else {run_name(run): run for run in runs}
+    if len(labelled) < len(runs):
+        raise ValueError(f"runs share a folder name ({', '.join(map(run_name, runs))}): label them")
+    data = {label: read_scalars(run) for label, run in labelled.items()}
+    available = set().union(*data.values())
+    tags = list(tags) if tags else default_tags(available)
+    missing = [tag for tag in tags if tag not in available]
+    if missing or not tags:
+        raise ValueError(f"no run has the tag(s) {', '.join(missing) or '(none asked)'}; "
+                         f"available: {', '.join(sorted(available)) or 'none (no scalars logged yet)'}")
+    references = references or {}
+    columns = ["steps", "wall"] if x == "both" else [x]
+    # One tag per row when both axes are drawn; otherwise a grid up to three subplots wide.
+    width = 2 if x == "both" else min(3, len(tags))
+    panels = [(tag, axis) for tag in tags for axis in columns]
+    rows = -(-len(panels) // width)
+    figure = Figure(figsize=(4.8 * width, 3.2 * rows), layout="constrained")
+    colors = {label: f"C{index % 10}" for index, label in enumerate(data)}
+    for index, (tag, axis) in enumerate(panels):
+        ax = figure.add_subplot(rows, width, index + 1)
+        for label, scalars in data.items():
+            if tag not in scalars:
+                continue
+            series = scalars[tag]
+            xs = series.steps if axis == "steps" else series.wall / 3600
+            if smoothing:
+                ax.plot(xs, series.values, color=colors[label], alpha=0.25, linewidth=1)
+            ax.plot(xs, smooth(series.values, smoothing), color=colors[label], linewidth=1.5)
+        lines = [ax.axhline(y, color="0.35", linestyle="--", linewidth=1, label=f"{name} ({y:g})")
+                 for name, y in references.get(tag, {}).items()]
+        if lines:
+            ax.legend(handles=lines, fontsize=7)
+        ax.set_title(title(tag), fontsize=9)
+        ax.set_xlabel("env steps" if axis == "steps" else "wall-clock hours", fontsize=8)
+        if axis == "steps":
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    # The runs are named once, above the subplots: a run may lack some tags, never its entry.
+    figure.legend(handles=[Line2D([], [], color=color, label=label) for label, color in colors.items()],
+                  loc="outside upper center", ncols=min(len(colors), 4), fontsize=8, frameon=False)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=100)
+    return out_png

@@ -1,0 +1,211 @@
+"""The judge of unconditional agents: metrics on cases whose answer is known, the shipped classifier's accuracy."""
+
+import json
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from spiral.agent import untrained_agent, write_agent
+from spiral.classifier import (DEFAULT_DIR, Classifier, accuracy, class_histogram, confident_share, evaluate_samples,
+                               frechet_distance, gaussian_frechet_distance, load_classifier, save_classifier,
+                               train_classifier)
+from spiral.cli import main
+from spiral.datasets import load_dataset
+from spiral.experiment import Experiment
+from spiral.policy import NetworkConfig
+
+torch.set_num_threads(1)
+
+
+def exact_samples(mean: np.ndarray, cov: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n points whose sample mean and covariance (ddof 1) are exactly ``mean`` and ``cov``."""
+    x = np.random.default_rng(seed).normal(size=(n, len(mean)))
+    x -= x.mean(axis=0)
+    x = x @ np.linalg.inv(np.linalg.cholesky(np.cov(x, rowvar=False))).T  # covariance: the identity
+    return x @ np.linalg.cholesky(cov).T + mean
+
+
+def test_a_set_is_at_distance_zero_from_itself():
+    features = np.random.default_rng(0).normal(size=(300, 16))
+    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-8)
+
+
+def test_the_distance_between_known_gaussians_is_the_closed_form():
+    rng = np.random.default_rng(1)
+    mean_a, mean_b = rng.normal(size=6), rng.normal(size=6)
+    var_a, var_b = rng.uniform(0.5, 3, 6), rng.uniform(0.5, 3, 6)
+    # Diagonal covariances: Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) = sum (sqrt(a) - sqrt(b))^2.
+    expected = np.sum((mean_a - mean_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
+    # The distance does not change when both are rotated alike, which makes the covariances full.
+    rotation = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    cov_a, cov_b = rotation @ np.diag(var_a) @ rotation.T, rotation @ np.diag(var_b) @ rotation.T
+    a = exact_samples(rotation @ mean_a, cov_a, 50, seed=2)
+    b = exact_samples(rotation @ mean_b, cov_b, 80, seed=3)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(b, a) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_distance_agrees_with_a_general_matrix_square_root():
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(40, 5)) @ rng.normal(size=(5, 5)), rng.normal(size=(60, 5)) @ rng.normal(size=(5, 5)) + 1
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a) + np.trace(cov_b)
+                - 2 * np.trace(sqrtm(cov_a @ cov_b)).real)
+    assert gaussian_frechet_distance(a.mean(0), cov_a, b.mean(0), cov_b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_fewer_images_than_features_still_give_a_finite_distance():
+    rng = np.random.default_rng(5)
+    distance = frechet_distance(rng.normal(size=(5, 64)), rng.normal(size=(500, 64)))
+    assert np.isfinite(distance) and distance > 0
+    with pytest.raises(ValueError, match="at least 2 images"):
+        frechet_distance(rng.normal(size=(1, 64)), rng.normal(size=(500, 64)))
+
+
+def test_confident_share_and_class_histogram_on_hand_made_probabilities():
+    probabilities = np.array([[0.95, 0.05, 0.0], [0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 0.01, 0.99]])
+    assert confident_share(probabilities) == 0.75  # p >= 0.9 counts, 0.5 does not
+    assert confident_share(probabilities, threshold=0.99) == 0.25
+    assert class_histogram(probabilities).tolist() == [2, 0, 2]
+    assert class_histogram(np.eye(4)[[1, 1]]).tolist() == [0, 2, 0, 0]  # classes nobody chose still count, as 0
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_classifier(DEFAULT_DIR / "mnist", "mnist")
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return load_dataset("mnist", 64, limit=2000).test  # the canvas size of mnist-gen: the judge resizes
+
+
+def test_the_shipped_mnist_classifier_is_accurate_on_held_out_digits(shipped):
+    data = load_dataset("mnist", 32, limit=2000)
+    measured = accuracy(shipped.classifier, data.test, data.labels_test)
+    assert measured >= 0.97
+    assert measured == pytest.approx(shipped.test_accuracy, abs=0.01)  # the manifest tells the truth
+    assert shipped.test_accuracy >= 0.98  # on the whole test split, when it was trained
+
+
+def test_the_shipped_classifier_reads_digits_at_the_canvas_size(shipped):
+    data = load_dataset("mnist", 64, limit=1000)
+    assert accuracy(shipped.classifier, data.test, data.labels_test) >= 0.97
+
+
+def test_a_brief_training_beats_chance_by_far():
+    classifier, test_accuracy = train_classifier("mnist", epochs=2, limit=2000, progress=False)
+    assert test_accuracy > 0.7  # chance: 0.1
+
+
+@pytest.mark.parametrize(("dataset", "message"), [("glyphs", "never seen in training"), ("lfw", "no class labels"),
+                                                  ("photos", "test photos are never in training"),
+                                                  ("folder:/tmp", "no class labels")])
+def test_datasets_a_classifier_cannot_judge_are_refused_with_the_reason(dataset, message):
+    with pytest.raises(ValueError, match=message):
+        train_classifier(dataset)
+
+
+def test_real_digits_score_like_real_digits_and_blank_canvases_do_not(shipped, mnist_test):
+    real = evaluate_samples(shipped.classifier, mnist_test[:200], mnist_test)
+    assert real.generated.count == real.real.count == 200 and real.reference_size == 1000
+    assert real.generated == real.real  # the same images as the real reference
+    assert real.generated.confident_share > 0.9 and real.generated.classes_covered == 10
+    blank = evaluate_samples(shipped.classifier, np.zeros((50, 64, 64, 3), np.uint8), mnist_test)
+    assert blank.generated.classes_covered == 1 and blank.real.count == 50
+    assert blank.generated.frechet_distance > 10 * blank.real.frechet_distance
+    table = blank.markdown()
+    assert "| classes covered | 1 / 10 | " in table and "| class | 0 | 1 |" in table
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    return save_classifier(tmp_path / "judge", Classifier(10).eval(), "mnist", 0.5)
+
+
+def test_a_saved_classifier_loads_back_the_same(saved, mnist_test):
+    loaded = load_classifier(saved)
+    torch.manual_seed(0)
+    original = Classifier(10).eval()
+    images = torch.rand(4, 1, 64, 64)
+    assert torch.equal(loaded.classifier(images), original(images))
+    assert (loaded.dataset, loaded.test_accuracy) == ("mnist", 0.5)
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["judge"]  # no staging leftovers
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda folder: (folder / "classifier.json").write_text("{not json"), "classifier.json is corrupt"),
+        (lambda folder: (folder / "classifier.json").write_text('{"format": "spiral-agent"}'),
+         "classifier.json is not a spiral classifier manifest"),
+        (lambda folder: (folder / "classifier.json").write_text('{"format": "spiral-classifier", "version": 7}'),
+         "version 7"),
+        (lambda folder: (folder / "classifier.json").write_text('{"format": "spiral-classifier", "version": 1}'),
+         "does not describe a usable classifier"),
+        (lambda folder: (folder / "classifier.pt").write_bytes(b"garbage"), "classifier.pt is not a plain tensor"),
+        (lambda folder: (folder / "classifier.pt").unlink(), "has no classifier.pt"),
+        (lambda folder: (folder / "classifier.pt").write_bytes(pickle.dumps({"a": object()})), "not a plain tensor"),
+        (lambda folder: torch.save({"head.weight": torch.zeros(1)}, folder / "classifier.pt"), "does not fit"),
+    ],
+)
+def test_corrupt_or_foreign_classifiers_are_refused_with_a_reason(saved, damage, message):
+    damage(saved)
+    with pytest.raises(ValueError, match=message):
+        load_classifier(saved)
+
+
+def test_a_classifier_of_another_dataset_or_none_at_all_is_refused(saved, tmp_path):
+    with pytest.raises(ValueError, match="judges 'mnist' images, not 'fashion-mnist'"):
+        load_classifier(saved, "fashion-mnist")
+    manifest = json.loads((saved / "classifier.json").read_text())
+    (saved / "classifier.json").write_text(json.dumps(manifest | {"num_classes": 26}))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_classifier(saved)
+    with pytest.raises(FileNotFoundError, match="classifier.json is missing"):
+        load_classifier(tmp_path / "nothing")
+
+
+def test_a_pickle_that_runs_code_is_never_executed(saved, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"head.weight": Exploit()}, saved / "classifier.pt")
+    with pytest.raises(ValueError, match="corrupt or unsafe"):
+        load_classifier(saved)
+    assert not marker.exists()
+
+
+@pytest.fixture
+def generator_agent(tmp_path):
+    experiment = Experiment.from_preset("mnist-gen")
+    network = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32)
+    agent = untrained_agent(experiment.paint_config(), False, network)
+    info = {"name": "tiny", "env": experiment.paint_config().to_dict(), "network": network.to_dict(),
+            "action_names": list(agent.policy.names), "action_nvec": list(agent.policy.nvec), "conditional": False,
+            "data": experiment.to_dict()["data"]}
+    return write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, info)
+
+
+def test_spiral_eval_judges_an_unconditional_agent(generator_agent, shipped, capsys):
+    main(["eval", "--agent", str(generator_agent), "--samples", "4"])
+    out = capsys.readouterr().out
+    assert f"test accuracy {shipped.test_accuracy:.2%}" in out
+    assert "| images | 4 | 4 |" in out  # the samples, and as many real digits
+    assert "| confident (p ≥ 0.9) |" in out and "| classes covered |" in out
+    assert "| Fréchet distance to 5000 real test images |" in out  # the other half of the 10,000
+    assert "| generated |" in out and "| real |" in out
+
+
+def test_spiral_eval_says_how_to_make_a_missing_classifier(generator_agent, tmp_path):
+    with pytest.raises(SystemExit, match=re.escape(f"spiral classifier --dataset mnist --out {tmp_path / 'none'}")):
+        main(["eval", "--agent", str(generator_agent), "--samples", "4", "--classifier", str(tmp_path / "none")])
