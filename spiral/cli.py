@@ -99,6 +99,7 @@ def app(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     """Score a conditional agent against the blank, random and search baselines; judge an unconditional one."""
     from spiral.agent import load_agent
+    from spiral.evaluation import TABLE_HEADER
     from spiral.evaluation import evaluate as evaluate_agent
 
     agent = load_agent(args.agent)
@@ -106,8 +107,8 @@ def evaluate(args: argparse.Namespace) -> None:
         evaluate_generator(agent, args)
         return
     targets = held_out_targets(agent, args.images)
-    print(f"{len(targets)} held-out images of {agent.info.get('data', {}).get('dataset', 'mnist')}; "
-          "MSE per pixel, 95% interval")
+    print(f"{len(targets)} held-out images of {agent.info.get('data', {}).get('dataset', 'mnist')}\n")
+    print(TABLE_HEADER)
     for row in evaluate_agent(agent, targets, bank=args.bank):
         print(row.row())
 

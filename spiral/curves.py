@@ -133,6 +133,18 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
+def blank_lines(data: Mapping[str, Mapping[str, Series]]) -> dict[str, float]:
+    """The blank canvas's L2 that conditional runs log on their held-out images: the floor under test L2.
+
+    One line when every run has the same (same images, same canvas), else one per run.
+    """
+    blanks = {label: float(scalars["eval/blank_l2"].values[-1])
+              for label, scalars in data.items() if "eval/blank_l2" in scalars}
+    if len(set(blanks.values())) == 1:
+        return {"blank canvas": next(iter(blanks.values()))}
+    return {f"blank canvas, {label}": blank for label, blank in blanks.items()}
+
+
 def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: Path | str,
                 tags: Sequence[str] | None = None, x: Literal["steps", "wall", "both"] = "steps",
                 references: Mapping[str, Mapping[str, float]] | None = None,
@@ -163,7 +175,9 @@ def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: 
     if missing or not tags:
         raise ValueError(f"no run has the tag(s) {', '.join(missing) or '(none asked)'}; "
                          f"available: {', '.join(sorted(available)) or 'none (no scalars logged yet)'}")
-    references = references or {}
+    references = {tag: dict(lines) for tag, lines in (references or {}).items()}
+    for name, blank in blank_lines(data).items():
+        references.setdefault("eval/test_l2", {}).setdefault(name, blank)
     columns = ["steps", "wall"] if x == "both" else [x]
     # One tag per row when both axes are drawn; otherwise a grid up to three subplots wide.
     width = 2 if x == "both" else min(3, len(tags))

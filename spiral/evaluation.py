@@ -32,7 +32,11 @@ class Score:
     seconds_per_image: float
 
     def row(self) -> str:
-        return f"{self.name:28s} {self.mean:.4f} ± {self.half_width:.4f}   {self.seconds_per_image:8.3f} s/image"
+        """One row of ``TABLE_HEADER``'s Markdown table."""
+        return f"| {self.name} | {self.mean:.4f} ± {self.half_width:.4f} | {self.seconds_per_image:.3f} |"
+
+
+TABLE_HEADER = "| painter | MSE per pixel (95% interval) | seconds per image |\n|---|---|---|"
 
 
 def mse(canvas: np.ndarray, target: np.ndarray) -> float:

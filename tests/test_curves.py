@@ -6,7 +6,7 @@ from PIL import Image
 from tensorboardX import SummaryWriter
 
 from spiral.cli import main
-from spiral.curves import default_tags, plot_curves, read_scalars, run_name
+from spiral.curves import blank_lines, default_tags, plot_curves, read_scalars, run_name
 
 START = 1_000_000.0  # wall times are START + step (+ an hour after the resume): the first is step 100's
 
@@ -120,3 +120,14 @@ def test_bad_options_are_refused(resumed_run, tmp_path, argv, problem):
     with pytest.raises(SystemExit) as error:
         main(["curves", str(resumed_run), "--out", str(tmp_path / "c.png"), *argv])
     assert problem in str(error.value.code)
+
+
+def test_the_blank_canvas_line_comes_from_the_runs_own_logs(tmp_path):
+    for name, blank in (("a", 0.089), ("b", 0.089), ("c", 0.1)):
+        write_scalars(tmp_path / name / "tb", "", {"eval/blank_l2": [(10, START, 0.5), (20, START + 1, blank)],
+                                                   "eval/test_l2": [(20, START + 1, 0.2)]})
+    same = {label: read_scalars(tmp_path / label) for label in ("a", "b")}
+    assert blank_lines(same) == {"blank canvas": pytest.approx(0.089)}
+    both = {label: read_scalars(tmp_path / label) for label in ("a", "c")}
+    assert blank_lines(both) == {"blank canvas, a": pytest.approx(0.089), "blank canvas, c": pytest.approx(0.1)}
+    assert blank_lines({"none": {}}) == {}

@@ -76,5 +76,7 @@ def test_spiral_eval_prints_the_table(tmp_path):
     result = subprocess.run([spiral, "eval", "--agent", str(folder), "--images", "2", "--bank", "3"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for name in ("agent (sampled)", "agent (greedy)", "blank canvas", "random policy", "greedy search (3 strokes)"):
-        assert name in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| painter", "| agent (sampled)", "| agent (greedy)",
+                                                      "| blank canvas", "| random policy",
+                                                      "| greedy search (3 strokes)"]

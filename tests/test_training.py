@@ -11,7 +11,9 @@ import ray
 import torch
 
 from spiral.agent import load_agent
+from spiral.curves import read_scalars
 from spiral.discriminator import Discriminator, to_input
+from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
 from spiral.rllib.trainer import WORKER_ENV, Trainer
 
@@ -62,7 +64,10 @@ def test_smoke_preset_trains_and_writes_a_run_folder(trained_run):
     run = trainer.run_dir
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-000002", "iter-000004"]
     assert (run / "agent" / "agent.json").is_file() and (run / "best" / "policy.pt").is_file()
-    assert list((run / "tb").glob("events.out.tfevents.*"))
+    scalars = read_scalars(run)
+    assert (scalars["env/steps_per_s"].values > 0).all()
+    blank = blank_score(trainer.experiment.paint_config(), trainer.test_targets).mean
+    assert scalars["eval/blank_l2"].values == pytest.approx(blank) and len(scalars["eval/test_l2"].values) == 2
     policy_metrics = history[-1]["learners"]["default_policy"]
     assert {"entropy_flag", "entropy_end", "entropy_control", "reward_mean"} <= set(policy_metrics)
 

@@ -27,6 +27,7 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from spiral.agent import load_agent, write_agent
+from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
 from spiral.rllib.algorithm import build_config, make_env
 from spiral.rllib.module import DISCRIMINATOR_ID
@@ -70,11 +71,13 @@ class Trainer:
         self._last_log: tuple[float, int | None] = (time.monotonic(), None)  # for env steps/s
         self.best_l2 = float("inf")
         self.test_targets = self._evaluation_targets() if experiment.reward.conditional else None
+        if self.test_targets is not None:
+            self.blank_l2 = blank_score(experiment.paint_config(), self.test_targets).mean
 
     def _evaluation_targets(self) -> np.ndarray:
-        """Eight held-out targets; a folder too small to hold any out lends its training images."""
+        """32 held-out targets; a folder too small to hold any out lends its training images."""
         held_out = self.experiment.images("test")
-        return (held_out if len(held_out) else self.experiment.images("train"))[:8]
+        return (held_out if len(held_out) else self.experiment.images("train"))[:32]
 
     @classmethod
     def start(cls, experiment: Experiment, runs_dir: Path, **kwargs) -> Trainer:
@@ -197,14 +200,15 @@ class Trainer:
             episodes = [agent.paint(target, seed=seed) for seed, target in enumerate(self.test_targets)]
             l2 = float(np.mean([episode.l2 for episode in episodes]))
             self.writer.add_scalar("eval/test_l2", l2, step)
+            self.writer.add_scalar("eval/blank_l2", self.blank_l2, step)  # the floor to beat, on the same images
             if l2 < self.best_l2:
                 self.best_l2 = l2
                 shutil.copytree(agent_dir, self.run_dir / ".best-staging", dirs_exist_ok=True)
                 shutil.rmtree(self.run_dir / "best", ignore_errors=True)
                 os.replace(self.run_dir / ".best-staging", self.run_dir / "best")
-        rows = [np.concatenate([episode.canvas for episode in episodes], axis=1)]
+        rows = [np.concatenate([episode.canvas for episode in episodes[:8]], axis=1)]
         if self.test_targets is not None:
-            rows.insert(0, np.concatenate(list(self.test_targets), axis=1))
+            rows.insert(0, np.concatenate(list(self.test_targets[:8]), axis=1))
         self.writer.add_image("paintings", np.concatenate(rows, axis=0), step, dataformats="HWC")
         self.writer.flush()
 

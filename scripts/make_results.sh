@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every figure and table of docs/RESULTS.md, from the shipped agents in agents/ (their weights and
+# TensorBoard logs). About 30 minutes on 2 cores, most of it the greedy-search baseline.
+# Usage: scripts/make_results.sh [IMAGES] [BANK]   (defaults: 50 held-out images, 1000 strokes)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+images=${1:-50}
+bank=${2:-1000}
+spiral=.venv/bin/spiral
+out=docs/results
+mkdir -p "$out"
+
+for agent in mnist-l2 mnist-recon; do
+  mkdir -p "$out/$agent"
+  $spiral eval --agent "agents/$agent" --images "$images" --bank "$bank" | tee "$out/$agent/eval.md"
+  $spiral gallery --agent "agents/$agent" --out "$out/$agent"
+  $spiral curves "agents/$agent" --both --out "$out/$agent/curves.png"
+done
+
+mkdir -p "$out/mnist-gen"
+$spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.md"
+$spiral gallery --agent agents/mnist-gen --out "$out/mnist-gen" --count 32 --sampled
+$spiral curves agents/mnist-gen --both --out "$out/mnist-gen/curves.png"
+
+# The reward modes on the same network, hyper-parameters and budget.
+$spiral curves agents/mnist-l2 agents/mnist-recon --label "L2 reward" --label "temporal D reward" \
+  --tags eval/test_l2 --both --out "$out/reward-modes.png"

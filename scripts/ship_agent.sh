@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Ship a run's best agent with the project: agents/NAME gets the exported agent (agent.json and
+# plain state_dicts), the exact experiment.json it was trained with, and the run's TensorBoard
+# logs (so `spiral curves agents/NAME` redraws its curves). Usage: scripts/ship_agent.sh RUN NAME
+set -euo pipefail
+run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
+name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for needed in best/agent.json experiment.json tb; do
+  [[ -e "$run/$needed" ]] || { echo "$run has no $needed: is it a spiral run folder?" >&2; exit 1; }
+done
+staging="$root/agents/.$name-staging"
+rm -rf "$staging"
+cp -r "$run/best" "$staging"
+cp "$run/experiment.json" "$staging/"
+cp -r "$run/tb" "$staging/tb"
+rm -rf "$root/agents/$name"
+mv "$staging" "$root/agents/$name"
+echo "shipped $run as agents/$name"

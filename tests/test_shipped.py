@@ -1,0 +1,77 @@
+"""The agents that ship in agents/: plain tensors, painting without Ray, and better than the floors.
+
+These fail CI when an export breaks, when the environment changes what a stroke paints, or when
+a retrained agent is shipped that no longer beats the baselines.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from spiral.agent import load_agent
+from spiral.classifier import DEFAULT_DIR, evaluate_generator, load_classifier
+from spiral.datasets import load_dataset
+from spiral.evaluation import blank_score
+from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT, default_agent, shipped_agents
+
+SHIPPED = shipped_agents()
+MARGIN = 0.9  # the reconstruction agent's MSE must be below this fraction of the blank canvas's
+CLASSES = 3  # digits among the generator's samples
+
+
+def test_the_default_agents_ship_first():
+    assert list(SHIPPED)[:2] == [RECONSTRUCTION_AGENT, GENERATION_AGENT]
+    assert load_agent(default_agent(conditional=True)).conditional
+    assert not load_agent(default_agent(conditional=False)).conditional
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
+    folder = SHIPPED[name]
+    for file in ("policy.pt", "discriminator.pt"):
+        state = torch.load(folder / file, map_location="cpu", weights_only=True)
+        assert state and all(isinstance(value, torch.Tensor) for value in state.values())
+    weights = sum(path.stat().st_size for path in folder.glob("*.pt"))
+    assert weights < 5e6
+    experiment = json.loads((folder / "experiment.json").read_text())  # the exact settings it was trained with
+    assert experiment["env"] == load_agent(folder).paint_config.to_dict() | experiment["env"]
+    assert list((folder / "tb").glob("events.out.tfevents.*"))  # its curves: `spiral curves agents/NAME`
+
+
+def test_shipped_agents_paint_in_a_process_without_ray():
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from spiral.agent import load_agent\n"
+        "from spiral.shipped import shipped_agents\n"
+        "for folder in shipped_agents().values():\n"
+        "    agent = load_agent(folder)\n"
+        "    target = np.zeros((28, 28), np.uint8) if agent.conditional else None\n"
+        "    episode = agent.paint(target, seed=0)\n"
+        "    assert len(episode.program.strokes) == agent.paint_config.episode_length\n"
+        "assert 'ray' not in sys.modules, 'painting imported ray'\n"
+        "print('painted', len(shipped_agents()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"painted {len(SHIPPED)}"
+
+
+def test_the_shipped_reconstruction_agent_beats_the_blank_canvas_clearly():
+    agent = load_agent(default_agent(conditional=True))
+    targets = load_dataset("mnist", agent.paint_config.canvas_size, limit=100).test  # a fixed held-out sample
+    errors = [agent.paint(target, seed=i, greedy=True).l2 for i, target in enumerate(targets)]
+    blank = blank_score(agent.paint_config, targets).mean
+    assert np.mean(errors) < MARGIN * blank, f"agent {np.mean(errors):.4f} against blank {blank:.4f}"
+
+
+def test_the_shipped_generator_paints_more_than_one_kind_of_digit():
+    agent = load_agent(default_agent(conditional=False))
+    judge = load_classifier(DEFAULT_DIR / "mnist", "mnist")
+    real = load_dataset("mnist", agent.paint_config.canvas_size, limit=400).test
+    report = evaluate_generator(agent, judge.classifier, real, samples=40)
+    assert report.generated.classes_covered >= CLASSES
