@@ -167,7 +167,11 @@ def paint_page(source: str) -> None:
 def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> None:
     """The same target painted by a second agent, side by side."""
     with st.expander("Compare with another agent") as place:
-        other = pick_agent("Second agent", "other", place, default=min(1, len(available_agents()) - 1))
+        # Offer first the next agent of the same kind: one that reconstructs too, or paints from scratch too.
+        kind = target is not None
+        default = next((i for i, choice in enumerate(available_agents())
+                        if choice.source != source and cached_agent(choice.source).conditional == kind), 0)
+        other = pick_agent("Second agent", "other", place, default=default)
         if other is None:
             return
         if cached_agent(other).conditional != (target is not None):

@@ -1,7 +1,6 @@
 """The Streamlit app driven by Streamlit's AppTest: every flow it can reach, and bad input."""
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from spiral.agent import untrained_agent, write_agent
 from spiral.experiment import Experiment
+from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT
+from tests.conftest import export_untrained
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "spiral_app.py")
 
@@ -18,13 +18,8 @@ APP = str(Path(__file__).resolve().parent.parent / "app" / "spiral_app.py")
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     """A runs folder holding one exported (untrained) mnist-recon agent."""
-    experiment = Experiment.from_preset("mnist-recon")
-    agent = untrained_agent(experiment.paint_config(), True, experiment.network_config())
-    info = {"name": "mnist-recon", "env": experiment.paint_config().to_dict(),
-            "network": experiment.network_config().to_dict(), "action_names": list(agent.policy.names),
-            "action_nvec": list(agent.policy.nvec), "conditional": True, "data": experiment.to_dict()["data"],
-            "training": {"iterations": 1, "env_steps": 1234}}
-    write_agent(tmp_path / "mnist-recon-1" / "best", agent.policy.state_dict(), {}, info)
+    export_untrained(tmp_path / "mnist-recon-1" / "best", "mnist-recon", Experiment.from_preset("mnist-recon").network_config(),
+                     training={"iterations": 1, "env_steps": 1234})
     monkeypatch.setenv("SPIRAL_RUNS_DIR", str(tmp_path))
     return tmp_path
 
@@ -42,9 +37,17 @@ def png(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def test_the_shipped_reconstruction_agent_is_the_default_and_runs_are_offered(runs):
+    app = start()
+    options = app.sidebar.selectbox(key="agent").options
+    assert app.sidebar.selectbox(key="agent").value == f"shipped: {RECONSTRUCTION_AGENT}"
+    assert options[:2] == [f"shipped: {RECONSTRUCTION_AGENT}", f"shipped: {GENERATION_AGENT}"]
+    assert "mnist-recon-1/best" in options and "untrained: mnist-gen" in options
+
+
 def test_an_exported_agent_reconstructs_a_held_out_example(runs):
     app = start()
-    assert app.sidebar.selectbox[0].value == "mnist-recon-1/best"
+    app.sidebar.selectbox(key="agent").set_value("mnist-recon-1/best").run()
     assert "1,234 env steps" in " ".join(m.value for m in app.sidebar.markdown)
     assert [h.value for h in app.subheader] == ["Reconstruct", "Replay"]
     captions = [caption for image in app.image for caption in image.captions]
@@ -118,5 +121,12 @@ def test_compare_paints_the_same_target_with_a_second_agent(runs):
     app.selectbox(key="other").set_value("untrained: mnist-recon").run()
     assert not app.exception
     captions = [caption for image in app.image for caption in image.captions]
-    assert any(c.startswith("mnist-recon-1/best: L2") for c in captions)
+    assert any(c.startswith(f"shipped {RECONSTRUCTION_AGENT}: L2") for c in captions)
     assert any(c.startswith("untrained mnist-recon: L2") for c in captions)
+
+
+def test_compare_offers_an_agent_of_the_same_kind_first(runs):
+    app = start()
+    other = app.selectbox(key="other").value
+    assert other not in (f"shipped: {RECONSTRUCTION_AGENT}", f"shipped: {GENERATION_AGENT}")
+    assert not app.warning

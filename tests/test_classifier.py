@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from spiral.agent import untrained_agent, write_agent
 from spiral.classifier import (DEFAULT_DIR, Classifier, accuracy, class_histogram, confident_share, evaluate_samples,
                                frechet_distance, gaussian_frechet_distance, load_classifier, save_classifier,
                                train_classifier)
 from spiral.cli import main
 from spiral.datasets import load_dataset
-from spiral.experiment import Experiment
-from spiral.policy import NetworkConfig
+from tests.conftest import export_untrained
 
 torch.set_num_threads(1)
 
@@ -187,13 +185,7 @@ def test_a_pickle_that_runs_code_is_never_executed(saved, tmp_path):
 
 @pytest.fixture
 def generator_agent(tmp_path):
-    experiment = Experiment.from_preset("mnist-gen")
-    network = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32)
-    agent = untrained_agent(experiment.paint_config(), False, network)
-    info = {"name": "tiny", "env": experiment.paint_config().to_dict(), "network": network.to_dict(),
-            "action_names": list(agent.policy.names), "action_nvec": list(agent.policy.nvec), "conditional": False,
-            "data": experiment.to_dict()["data"]}
-    return write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, info)
+    return export_untrained(tmp_path / "agent", "mnist-gen")
 
 
 def test_spiral_eval_judges_an_unconditional_agent(generator_agent, shipped, capsys):

@@ -8,6 +8,7 @@ from spiral.agent import untrained_agent
 from spiral.evaluation import blank_score, evaluate, mse, random_score, search_score
 from spiral.experiment import Experiment
 from spiral.policy import NetworkConfig
+from tests.conftest import export_untrained
 
 
 def test_identical_images_score_zero_and_opposites_one():
@@ -63,15 +64,7 @@ def test_spiral_eval_prints_the_table(tmp_path):
     import subprocess
     import sys
 
-    from spiral.agent import write_agent
-
-    experiment = Experiment.from_preset("mnist-recon")
-    network = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32)
-    agent = untrained_agent(experiment.paint_config(), True, network)
-    info = {"name": "tiny", "env": experiment.paint_config().to_dict(), "network": network.to_dict(),
-            "action_names": list(agent.policy.names), "action_nvec": list(agent.policy.nvec), "conditional": True,
-            "data": experiment.to_dict()["data"]}
-    folder = write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, info)
+    folder = export_untrained(tmp_path / "agent", "mnist-recon")
     spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
     result = subprocess.run([spiral, "eval", "--agent", str(folder), "--images", "2", "--bank", "3"],
                             capture_output=True, text=True, timeout=300)
