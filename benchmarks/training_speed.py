@@ -17,7 +17,7 @@ import ray
 
 from spiral.experiment import Experiment
 from spiral.rllib.algorithm import build_config, make_env
-from spiral.rllib.trainer import WORKER_ENV
+from spiral.rllib.trainer import connect
 
 
 def raw_env_rate(experiment: Experiment, seconds: float = 3.0) -> float:
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", default=["data.limit=2000"])
     args = parser.parse_args()
     experiment = Experiment.from_preset(args.preset, args.overrides)
-    ray.init(include_dashboard=False, runtime_env=WORKER_ENV)
+    connect(None)  # as `spiral train` starts Ray: env runners at the learner's priority
     train, runners = training_rate(experiment, args.iterations)
     ray.shutdown()
     raw = raw_env_rate(experiment)

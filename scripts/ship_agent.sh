@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ship a run's best agent with the project: agents/NAME gets the exported agent (agent.json and
-# plain state_dicts), the exact experiment.json it was trained with, and the run's TensorBoard
-# logs (so `spiral curves agents/NAME` redraws its curves). Usage: scripts/ship_agent.sh RUN NAME
+# plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
+# TensorBoard logs (so `spiral curves agents/NAME` redraws its curves). Usage: scripts/ship_agent.sh RUN NAME
 set -euo pipefail
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
@@ -13,7 +13,8 @@ staging="$root/agents/.$name-staging"
 rm -rf "$staging"
 cp -r "$run/best" "$staging"
 cp "$run/experiment.json" "$staging/"
-cp -r "$run/tb" "$staging/tb"
+"$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
+  "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size
 rm -rf "$root/agents/$name"
 mv "$staging" "$root/agents/$name"
 echo "shipped $run as agents/$name"

@@ -84,6 +84,11 @@ def read_scalars(run_dir: Path | str) -> dict[str, Series]:
     log again steps that the earlier file already holds; those steps take the later file's
     values, as they are the ones the run went on from. Files are ordered by their first event.
     """
+    return _read(run_dir)[1]
+
+
+def _read(run_dir: Path | str) -> tuple[float, dict[str, Series]]:
+    """``read_scalars``, and the wall time its series count from (the run's first scalar)."""
     per_file = []
     for path in event_files(run_dir):
         accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0})  # 0: keep every point
@@ -101,7 +106,24 @@ def read_scalars(run_dir: Path | str) -> dict[str, Series]:
         steps = np.array(sorted(points), dtype=np.int64)
         wall, values = (np.array([points[step][i] for step in steps], dtype=np.float64) for i in (0, 1))
         series[tag] = Series(steps, wall - start, values)
-    return series
+    return start, series
+
+
+def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
+    """Write a run's scalars, steps and wall times kept, to one event file in ``out_dir``.
+
+    A run's logs also hold painting grids, most of their size; a shipped agent keeps only the
+    scalars, enough for ``spiral curves`` to redraw every curve.
+    """
+    from tensorboardX import SummaryWriter
+
+    start, scalars = _read(run_dir)
+    writer = SummaryWriter(str(out_dir))
+    for tag, series in scalars.items():
+        for step, wall, value in zip(series.steps, series.wall, series.values):
+            writer.add_scalar(tag, float(value), int(step), walltime=start + float(wall))
+    writer.close()
+    return Path(out_dir)
 
 
 def default_tags(available: set[str]) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from spiral.shipped import GENERATION_AGENT
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -127,7 +128,7 @@ def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page):
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
     page.get_by_role("button", name="SVG").wait_for(timeout=120_000)  # the first page is complete
     page.get_by_label("Agent").first.click()
-    page.keyboard.type("untrained: mnist-gen")  # a Streamlit selectbox filters as one types
+    page.keyboard.type(f"shipped: {GENERATION_AGENT}")  # a Streamlit selectbox filters as one types
     page.keyboard.press("Enter")
     page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
     page.get_by_text("seed 7").first.wait_for(timeout=120_000)

@@ -6,7 +6,7 @@ from PIL import Image
 from tensorboardX import SummaryWriter
 
 from spiral.cli import main
-from spiral.curves import blank_lines, default_tags, plot_curves, read_scalars, run_name
+from spiral.curves import blank_lines, copy_scalars, default_tags, event_files, plot_curves, read_scalars, run_name
 
 START = 1_000_000.0  # wall times are START + step (+ an hour after the resume): the first is step 100's
 
@@ -131,3 +131,16 @@ def test_the_blank_canvas_line_comes_from_the_runs_own_logs(tmp_path):
     both = {label: read_scalars(tmp_path / label) for label in ("a", "c")}
     assert blank_lines(both) == {"blank canvas, a": pytest.approx(0.089), "blank canvas, c": pytest.approx(0.1)}
     assert blank_lines({"none": {}}) == {}
+
+
+def test_copying_the_scalars_keeps_every_point_and_drops_the_rest(resumed_run, tmp_path):
+    writer = SummaryWriter(str(resumed_run / "tb"), filename_suffix=".images")
+    writer.add_image("paintings", np.zeros((3, 64, 64), np.uint8), 700)
+    writer.close()
+    copy = copy_scalars(resumed_run, tmp_path / "copy" / "tb")
+    original, copied = read_scalars(resumed_run), read_scalars(copy)
+    assert copied.keys() == original.keys()
+    for tag in original:
+        assert np.array_equal(copied[tag].steps, original[tag].steps)
+        assert np.allclose(copied[tag].wall, original[tag].wall) and np.allclose(copied[tag].values, original[tag].values)
+    assert len(event_files(copy)) == 1

@@ -19,7 +19,7 @@ from spiral.evaluation import blank_score
 from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT, default_agent, shipped_agents
 
 SHIPPED = shipped_agents()
-MARGIN = 0.9  # the reconstruction agent's MSE must be below this fraction of the blank canvas's
+MARGIN = 0.85  # the reconstruction agent's MSE must be below this fraction of the blank canvas's (measured: 0.70)
 CLASSES = 3  # digits among the generator's samples
 
 
