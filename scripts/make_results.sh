@@ -24,4 +24,4 @@ $spiral curves agents/mnist-gen --both --out "$out/mnist-gen/curves.png"
 
 # The reward modes on the same network, hyper-parameters and budget.
 $spiral curves agents/mnist-l2 agents/mnist-recon --label "L2 reward" --label "temporal D reward" \
-  --tags eval/test_l2 --both --out "$out/reward-modes.png"
+  --tags eval/test_l2,env/final_l2 --both --out "$out/reward-modes.png"

@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "judge an unconditional one with a classifier")
     eval_cmd.add_argument("--agent", required=True, help="an agent folder")
     eval_cmd.add_argument("--images", type=_positive(int), default=50, help="held-out images (default 50)")
-    eval_cmd.add_argument("--bank", type=_positive(int), default=200, help="random strokes the search tries per step")
+    eval_cmd.add_argument("--bank", type=_at_least(0), default=200,
+                          help="random strokes the search tries per step (0: no search baseline)")
     eval_cmd.add_argument("--samples", type=_at_least(2), default=100,
                           help="unconditional agents: paintings to judge (default 100)")
     eval_cmd.add_argument("--classifier", metavar="DIR",

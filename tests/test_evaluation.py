@@ -56,6 +56,7 @@ def test_evaluate_reports_the_agent_and_every_baseline(mnist):
     assert [s.name for s in scores] == ["agent (sampled)", "agent (greedy)", "blank canvas", "random policy",
                                         "greedy search (5 strokes)"]
     assert all(0 <= s.mean <= 1 and s.seconds_per_image >= 0 for s in scores)
+    assert [s.mean for s in evaluate(agent, targets[:2], bank=0)] == [s.mean for s in scores[:4]]
 
 
 def test_spiral_eval_prints_the_table(tmp_path):

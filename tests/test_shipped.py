@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs import PaintConfig
 from spiral.agent import load_agent
 from spiral.classifier import DEFAULT_DIR, evaluate_generator, load_classifier
 from spiral.datasets import load_dataset
@@ -38,7 +39,7 @@ def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
     weights = sum(path.stat().st_size for path in folder.glob("*.pt"))
     assert weights < 5e6
     experiment = json.loads((folder / "experiment.json").read_text())  # the exact settings it was trained with
-    assert experiment["env"] == load_agent(folder).paint_config.to_dict() | experiment["env"]
+    assert PaintConfig.from_dict(experiment["env"]) == load_agent(folder).paint_config
     assert list((folder / "tb").glob("events.out.tfevents.*"))  # its curves: `spiral curves agents/NAME`
 
 
