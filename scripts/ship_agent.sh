@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Ship a run's best agent with the project: agents/NAME gets the exported agent (agent.json and
+# Ship a run's agent with the project: agents/NAME gets its best export (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
 # TensorBoard logs (so `spiral curves agents/NAME` redraws its curves). Usage: scripts/ship_agent.sh RUN NAME
 set -euo pipefail
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-for needed in best/agent.json experiment.json tb; do
+# best/ is the export with the lowest held-out L2; agents that paint from scratch have only agent/.
+export=best
+[[ -e "$run/best/agent.json" ]] || export=agent
+for needed in $export/agent.json experiment.json tb; do
   [[ -e "$run/$needed" ]] || { echo "$run has no $needed: is it a spiral run folder?" >&2; exit 1; }
 done
 staging="$root/agents/.$name-staging"
 rm -rf "$staging"
-cp -r "$run/best" "$staging"
+cp -r "$run/$export" "$staging"
 cp "$run/experiment.json" "$staging/"
 "$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
   "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size
