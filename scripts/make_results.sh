@@ -22,6 +22,7 @@ $spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.m
 $spiral gallery --agent agents/mnist-gen --out "$out/mnist-gen" --count 32 --sampled
 $spiral curves agents/mnist-gen --both --out "$out/mnist-gen/curves.png"
 
-# The reward modes on the same network, hyper-parameters and budget.
-$spiral curves agents/mnist-l2 agents/mnist-recon --label "L2 reward" --label "temporal D reward" \
+# The reward modes on the same network and hyper-parameters (the final-reward run's scalars only).
+$spiral curves agents/mnist-l2 agents/mnist-recon "$out/runs/mnist-recon-final" \
+  --label "L2 reward" --label "temporal D reward" --label "final D reward" \
   --tags eval/test_l2,env/final_l2 --both --out "$out/reward-modes.png"
