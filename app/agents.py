@@ -39,9 +39,8 @@ def open_agent(source: str) -> Agent:
     """An exported agent folder, or an untrained agent built from a preset (``preset:NAME``)."""
     if source.startswith("preset:"):
         experiment = Experiment.from_preset(source.removeprefix("preset:"))
-        agent = untrained_agent(experiment.paint_config(), experiment.reward.conditional, experiment.network_config())
-        agent.info.update(name=experiment.name, data=experiment.to_dict()["data"])
-        return agent
+        return untrained_agent(experiment.paint_config(), experiment.reward.conditional, experiment.network_config(),
+                               name=experiment.name, data=experiment.data)
     return load_agent(source)
 
 
@@ -57,11 +56,11 @@ def short_name(source: str) -> str:
 
 def describe(agent: Agent) -> dict[str, str]:
     """What a person wants to know about an agent, in words."""
-    info, config = agent.info, agent.paint_config
+    manifest, config = agent.manifest, agent.paint_config
     return {
-        "agent": info.get("name", "?") + (" (UNTRAINED: random strokes)" if info.get("untrained") else ""),
+        "agent": manifest.name + (" (UNTRAINED: random strokes)" if manifest.untrained else ""),
         "task": "reconstructs a target" if agent.conditional else "paints from scratch",
-        "trained on": info.get("data", {}).get("dataset", "?"),
+        "trained on": manifest.data.dataset,
         "canvas": f"{config.width}x{config.height} px, {config.episode_length} strokes, brush {config.brush}",
-        "training": f"{info.get('training', {}).get('env_steps', 0):,} env steps",
+        "training": f"{manifest.training.env_steps:,} env steps" if manifest.training else "none",
     }

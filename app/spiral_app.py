@@ -80,9 +80,8 @@ def choose_target(agent) -> tuple[np.ndarray | None, str]:
         drawing = draw_target(agent)
         if drawing is not None:
             return drawing, "your drawing"
-    data = agent.info.get("data", {})
-    examples = held_out_examples(data.get("dataset", "mnist"), agent.paint_config.canvas_size,
-                                 data.get("color", False), data.get("invert", False))
+    data = agent.manifest.data
+    examples = held_out_examples(data.dataset, agent.paint_config.canvas_size, data.color, data.invert)
     index = st.slider("...or a held-out example", 0, len(examples) - 1, 0, key="example")
     return examples[index], f"held-out example {index}"
 

@@ -40,7 +40,7 @@ def update(policy: PolicyNetwork, disc: Discriminator, data: dict[str, torch.Ten
     policy_loss = -(logp * values.detach()).mean() + values.pow(2).mean() - policy.entropies(logits).sum(-1).mean()
     final = data["canvas"][:, -1].permute(0, 3, 1, 2).float() / 255
     real = data["target"][:, -1].permute(0, 3, 1, 2).float() / 255
-    disc_loss, _ = wgan_gp_loss(disc, real, final)
+    disc_loss, _ = wgan_gp_loss(disc, real, final, generator=torch.Generator().manual_seed(0))
     for optimizer in optimizers:
         optimizer.zero_grad()
     (policy_loss + disc_loss).backward()

@@ -11,7 +11,7 @@ import gymnasium
 from envs.actions import COMPONENTS, ActionCodec, InvalidActionError
 from envs.config import PaintConfig
 from envs.libmypaint import MissingLibMyPaintError, available_brushes
-from envs.paint_env import PaintEnv
+from envs.paint_env import PaintEnv, mse
 from envs.painter import Painter
 from envs.program import Program
 from envs.stroke import Stroke
@@ -23,5 +23,5 @@ if ENV_ID not in gymnasium.registry:
 
 __all__ = [
     "COMPONENTS", "ENV_ID", "ActionCodec", "InvalidActionError", "MissingLibMyPaintError", "PaintConfig",
-    "PaintEnv", "Painter", "Program", "Stroke", "available_brushes",
+    "PaintEnv", "Painter", "Program", "Stroke", "available_brushes", "mse",
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-REWARD_MODES = ("none", "l2-final", "l2-step")
+# What the environment itself may reward (the learner's reward modes are spiral.rewards.LEARNER_REWARD_MODES).
+IN_ENV_REWARDS = ("none", "l2-final", "l2-step")
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,10 @@ class PaintConfig:
             random strokes score worse than a blank canvas (white on black), a trainable flag
             invites the "never paint" collapse before the agent has learned where to paint.
         background: canvas colour, 0..255 RGB. ``fixed_color`` is 0..255 RGB too.
-        reward: ``none`` (adversarial training computes rewards on the learner), ``l2-final``
-            (minus the mean squared error to the target at the last step) or ``l2-step`` (its
-            improvement at every step; the sum over an episode equals the final improvement).
+        reward: ``none`` (training computes every reward on the learner, see ``spiral.rewards``),
+            ``l2-final`` (minus the mean squared error to the target at the last step) or
+            ``l2-step`` (its improvement at every step; the sum over an episode equals the final
+            improvement). The in-env rewards serve gymnasium users outside ``spiral`` training.
         points_per_stroke: brush events sampled along each Bézier curve.
     """
 
@@ -79,8 +81,8 @@ class PaintConfig:
             color = getattr(self, name)
             if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
                 problems.append(f"{name} must be three ints in 0..255, got {color!r}")
-        if self.reward not in REWARD_MODES:
-            problems.append(f"reward must be one of {REWARD_MODES}, got {self.reward!r}")
+        if self.reward not in IN_ENV_REWARDS:
+            problems.append(f"reward must be one of {IN_ENV_REWARDS}, got {self.reward!r}")
         if problems:
             raise ValueError("Invalid PaintConfig: " + "; ".join(problems) + ".")
 

@@ -17,6 +17,18 @@ from envs.program import Program
 TargetSource = Callable[[np.random.Generator], np.ndarray] | np.ndarray
 
 
+def mse(canvases: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Mean squared error per pixel and channel over the last three axes (H, W, C), in float64.
+
+    Images are uint8 scaled to [0, 1]; any leading axes (a batch, episode steps) are kept, so one
+    image gives a 0-d array (``float()`` it). The one definition of "L2" in the project: the
+    environment's ``info["l2"]``, evaluation and the learner's L2 reward all call it, so the
+    figures they report are comparable to the last digit.
+    """
+    difference = (np.asarray(canvases, np.float64) - np.asarray(targets, np.float64)) / 255.0
+    return np.mean(difference * difference, axis=(-3, -2, -1))
+
+
 class PaintEnv(gym.Env):
     """Paint ``episode_length`` strokes on a blank canvas, optionally to reproduce a target.
 
@@ -135,8 +147,7 @@ class PaintEnv(gym.Env):
         """Mean squared error between canvas and target, pixels in [0, 1] (conditional mode)."""
         if self.target is None:
             raise RuntimeError("l2() compares with a target: this environment is not conditional.")
-        difference = (self._canvas.astype(np.float32) - self.target) / 255.0
-        return float(np.mean(difference * difference))
+        return float(mse(self._canvas, self.target))
 
     def _observation(self) -> dict[str, np.ndarray]:
         observation = {

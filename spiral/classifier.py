@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from spiral.agent import Agent, load_weights, write_folder
+from envs.storage import FileFormat, write_folder
+from spiral.agent import Agent, load_weights
 from spiral.shipped import AGENTS_DIR
 
-FORMAT = "spiral-classifier"
-VERSION = 1
+CLASSIFIER_FORMAT = FileFormat("spiral-classifier", 1, "spiral classifier manifest")
 SUPPORTED = ("mnist", "fashion-mnist")
 INPUT_SIZE = 32
 CONFIDENT = 0.9
@@ -206,8 +206,8 @@ class Judge:
 def save_classifier(folder: str | Path, classifier: Classifier, dataset: str, test_accuracy: float,
                     **extra: Any) -> Path:
     """Write ``classifier.json`` and ``classifier.pt`` atomically (a reader never sees half a folder)."""
-    info = {"format": FORMAT, "version": VERSION, "dataset": dataset, **classifier.config(),
-            "test_accuracy": test_accuracy, **extra}
+    info = CLASSIFIER_FORMAT.stamp({"dataset": dataset, **classifier.config(), "test_accuracy": test_accuracy,
+                                    **extra})
 
     def fill(staging: Path) -> None:
         torch.save(classifier.state_dict(), staging / "classifier.pt")
@@ -225,14 +225,7 @@ def load_classifier(folder: str | Path, dataset: str | None = None) -> Judge:
     manifest = folder / "classifier.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"No classifier at {folder}: {manifest.name} is missing.")
-    try:
-        info = json.loads(manifest.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{manifest} is corrupt: {error}") from error
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ValueError(f"{manifest} is not a spiral classifier manifest (format {FORMAT!r} expected).")
-    if info.get("version") != VERSION:
-        raise ValueError(f"{manifest} has version {info.get('version')!r}; this spiral reads version {VERSION}.")
+    info = CLASSIFIER_FORMAT.read(manifest)
     if dataset is not None and info.get("dataset") != dataset:
         raise ValueError(f"{manifest} judges {info.get('dataset')!r} images, not {dataset!r}.")
     try:
@@ -357,6 +350,6 @@ def evaluate_generator(agent: Agent, classifier: Classifier, real_test_images: n
     """
     canvases = np.stack([agent.paint(seed=seed, greedy=greedy).canvas
                          for seed in tqdm(range(samples), desc="painting samples")])
-    if agent.info.get("data", {}).get("invert", False):
+    if agent.manifest.data.invert:
         canvases = 255 - canvases
     return evaluate_samples(classifier, canvases, real_test_images)

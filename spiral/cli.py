@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,9 +34,19 @@ def replay(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace) -> None:
     """Train (or resume) a run; Ray and RLlib are imported only here."""
     from spiral.experiment import Experiment
-    from spiral.rllib.trainer import Trainer, connect
+    from spiral.rllib.trainer import Trainer, connect, run_experiment
 
-    experiment = None if args.resume else Experiment.from_preset(args.preset, args.overrides)  # fail fast
+    if args.resume and (args.pbt or args.name or args.overrides or args.preset):
+        given = [flag for flag, value in (("--pbt", args.pbt), ("--name", args.name), ("--preset", args.preset),
+                                          ("overrides", args.overrides)) if value]
+        raise ValueError(f"--resume continues {args.resume} as it was started, so {', '.join(given)} cannot "
+                         "change it; only --iterations and --address go with --resume.")
+    if args.pbt and args.name:
+        raise ValueError("--pbt names its population's folder <preset>-pbt itself; leave out --name.")
+    if args.resume:  # fail fast: before Ray starts
+        experiment = run_experiment(Path(args.resume))
+    else:
+        experiment = Experiment.from_preset(args.preset or "mnist-recon", args.overrides)
     connect(args.address)
     if args.pbt:
         from spiral.rllib.pbt import run_pbt
@@ -43,23 +54,26 @@ def train(args: argparse.Namespace) -> None:
         results = run_pbt(experiment, Path(args.runs_dir), args.pbt, args.iterations or experiment.training.iterations)
         print(f"best trial: {results.get_best_result().path}")
         return
-    trainer = Trainer.resume(Path(args.resume)) if args.resume else Trainer.start(experiment, Path(args.runs_dir))
-    print(f"run folder: {trainer.run_dir}   (tensorboard --logdir {trainer.run_dir / 'tb'})")
+    trainer = (Trainer(Path(args.resume), experiment) if args.resume
+               else Trainer.start(experiment, Path(args.runs_dir), name=args.name))
+    run_dir = _shown(trainer.run_dir)
+    print(f"run folder: {run_dir}   (tensorboard --logdir {run_dir / 'tb'})")
     try:
         trainer.run(args.iterations)
     except KeyboardInterrupt:
-        print(f"stopped; resume with: spiral train --resume {trainer.run_dir}")
+        print(f"stopped; resume with: spiral train --resume {run_dir}")
     finally:
         trainer.stop()
-    print(f"agent: {trainer.run_dir / 'agent'}")
+    print(f"agent: {run_dir / 'agent'}")
 
 
 def export(args: argparse.Namespace) -> None:
     """Export a run's latest checkpoint as a plain agent folder."""
-    from spiral.rllib.trainer import Trainer, connect
+    from spiral.rllib.trainer import Trainer, connect, run_experiment
 
+    experiment = run_experiment(Path(args.run_dir))
     connect(None)
-    trainer = Trainer.resume(Path(args.run_dir))
+    trainer = Trainer(Path(args.run_dir), experiment)
     try:
         print(f"agent: {trainer.export(Path(args.out))}  (iteration {trainer.iteration})")
     finally:
@@ -87,13 +101,17 @@ def paint(args: argparse.Namespace) -> None:
 
 def app(args: argparse.Namespace) -> None:
     """Serve the Streamlit app; on 127.0.0.1 unless told otherwise, no telemetry, no file watcher."""
-    import subprocess
+    from spiral.shipped import package_dir
 
-    script = Path(__file__).resolve().parent.parent / "app" / "spiral_app.py"
+    script = package_dir("app") / "spiral_app.py"  # the installed app package, editable or not
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--server.headless", "true", "--client.toolbarMode", "viewer"]
-    sys.exit(subprocess.call(command))
+    # Become the server rather than its parent: a signal to `spiral app` (Ctrl-C, a process manager,
+    # `docker stop`) then reaches Streamlit itself, and no orphaned server keeps the port.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -107,7 +125,7 @@ def evaluate(args: argparse.Namespace) -> None:
         evaluate_generator(agent, args)
         return
     targets = held_out_targets(agent, args.images)
-    print(f"{len(targets)} held-out images of {agent.info.get('data', {}).get('dataset', 'mnist')}\n")
+    print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
     for row in evaluate_agent(agent, targets, bank=args.bank):
         print(row.row())
@@ -117,9 +135,9 @@ def held_out_targets(agent, count: int):
     """The first ``count`` test images of the agent's dataset, as it was trained to see them."""
     from spiral.datasets import load_dataset
 
-    data = agent.info.get("data", {})
-    return load_dataset(data.get("dataset", "mnist"), agent.paint_config.canvas_size, color=data.get("color", False),
-                        invert=data.get("invert", False), limit=count).test
+    data = agent.manifest.data
+    return load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
+                        limit=count).test
 
 
 def gallery(args: argparse.Namespace) -> None:
@@ -152,7 +170,7 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     from spiral.classifier import DEFAULT_DIR, check_supported, evaluate_generator as judge_samples, load_classifier
     from spiral.datasets import load_dataset
 
-    dataset = agent.info.get("data", {}).get("dataset", "mnist")
+    dataset = agent.manifest.data.dataset
     check_supported(dataset)
     folder = Path(args.classifier) if args.classifier else DEFAULT_DIR / dataset
     try:
@@ -181,6 +199,11 @@ def train_judge(args: argparse.Namespace) -> None:
 
 def brushes(_: argparse.Namespace) -> None:
     print("\n".join(available_brushes()))
+
+
+def _shown(path: Path) -> Path:
+    """A path as a user would type it: relative to the working folder when inside it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def _report(paths: dict[str, Path]) -> None:
@@ -229,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.set_defaults(run=replay)
 
     train_cmd = commands.add_parser("train", help="train an agent with RLlib (see train/presets)")
-    train_cmd.add_argument("--preset", default="mnist-recon", help="a name in train/presets or a .toml path")
+    train_cmd.add_argument("--preset", help="a name in train/presets or a .toml path (default: mnist-recon)")
     train_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.lr=3e-4")
     train_cmd.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    train_cmd.add_argument("--name", help="the run folder's name under --runs-dir (default: <preset>-<time>)")
     train_cmd.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     train_cmd.add_argument("--iterations", type=_positive(int), help="stop after this many (default: preset's)")
     train_cmd.add_argument("--address", help="join this Ray cluster instead of starting a local one")

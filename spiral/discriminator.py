@@ -98,10 +98,8 @@ class Discriminator(nn.Module):
         return self.score(features.flatten(1)).squeeze(1)
 
 
-def _uniform(batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def _uniform(batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
     """One uniform number per sample, drawn on the generator's device so a CPU seed works for GPU data."""
-    if generator is None:
-        return torch.rand(batch, device=device)
     return torch.rand(batch, generator=generator, device=generator.device).to(device)
 
 
@@ -118,7 +116,8 @@ def wgan_gp_loss(
     real_target: Tensor | None = None,
     fake_target: Tensor | None = None,
     gp_weight: float = 10.0,
-    generator: torch.Generator | None = None,
+    *,
+    generator: torch.Generator,
 ) -> tuple[Tensor, Stats]:
     """The WGAN-GP critic loss (Gulrajani et al. 2017), as SPIRAL trains its discriminator.
 
@@ -128,6 +127,8 @@ def wgan_gp_loss(
     between the two distributions. In conditional mode only the canvas is interpolated and the
     gradient is taken with respect to it: the target is the condition, not the sample. Both pair
     constructions below give real and fake the same targets, so ``real_target`` is used for it.
+    The interpolation points come from ``generator`` (required: with the global RNG a seeded
+    run would not repeat its discriminator updates).
 
     Returns the loss and ``d_real``, ``d_fake``, ``gradient_penalty`` (unweighted) and
     ``wasserstein`` (``d_real - d_fake``, the critic's distance estimate) for logging.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs import ActionCodec, PaintConfig, PaintEnv, Painter
+from envs import ActionCodec, PaintConfig, PaintEnv, Painter, mse
 from envs.actions import PAINT
 from spiral.agent import Agent
 
@@ -39,12 +39,6 @@ class Score:
 TABLE_HEADER = "| painter | MSE per pixel (95% interval) | seconds per image |\n|---|---|---|"
 
 
-def mse(canvas: np.ndarray, target: np.ndarray) -> float:
-    """Mean squared error per pixel and channel, images as uint8 scaled to [0, 1]."""
-    difference = (canvas.astype(np.float64) - target.astype(np.float64)) / 255.0
-    return float(np.mean(difference * difference))
-
-
 def score(name: str, errors: list[float], seconds: float) -> Score:
     values = np.asarray(errors, dtype=np.float64)
     half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
@@ -53,7 +47,7 @@ def score(name: str, errors: list[float], seconds: float) -> Score:
 
 def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
     start = time.perf_counter()
-    errors = [mse(paint_one(i, target), target) for i, target in enumerate(targets)]
+    errors = [float(mse(paint_one(i, target), target)) for i, target in enumerate(targets)]
     return score(name, errors, time.perf_counter() - start)
 
 

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from envs import PaintConfig
+from envs.config import IN_ENV_REWARDS
 from spiral.policy import NetworkConfig
+from spiral.rewards import L2_MODES, LEARNER_REWARD_MODES
+from spiral.shipped import package_dir
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "train" / "presets"
-REWARD_MODES = ("final", "temporal", "l2", "mix")
+PRESET_DIR = package_dir("spiral.presets")  # train/presets in a checkout; installed as package data
 DISCRIMINATOR_LOSSES = ("wgan-gp", "nonsaturating")
 ALGORITHMS = ("impala", "appo")
 
@@ -36,7 +38,7 @@ class DataSettings:
 
 @dataclass
 class RewardSettings:
-    """How the learner turns canvases into rewards (always with the current discriminator).
+    """How the learner turns canvases into rewards (always with the current discriminator; ``spiral.rewards``).
 
     ``final``: D(final canvas) at the last step (SPIRAL); ``temporal``: D(c_t) - D(c_{t-1})
     (SPIRAL++); ``l2``: the decrease of the squared distance to the target at every step (the
@@ -109,10 +111,15 @@ class Experiment:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.reward.mode not in REWARD_MODES:
-            problems.append(f"reward.mode must be one of {REWARD_MODES}, got {self.reward.mode!r}")
-        if self.reward.mode in ("l2", "mix") and not self.reward.conditional:
+        if self.reward.mode not in LEARNER_REWARD_MODES:
+            problems.append(f"reward.mode must be one of {LEARNER_REWARD_MODES}, got {self.reward.mode!r}")
+        if self.reward.mode in L2_MODES and not self.reward.conditional:
             problems.append(f"reward.mode={self.reward.mode!r} compares with targets: set reward.conditional=true")
+        if self.env.get("reward", "none") in set(IN_ENV_REWARDS) - {"none"}:
+            # The learner replaces every reward with those of reward.mode: an in-env reward would be ignored.
+            problems.append(f"env.reward={self.env['reward']!r} would be ignored: the learner replaces every "
+                            f"reward with those of reward.mode={self.reward.mode!r}; for the L2 reward set "
+                            f"reward.mode=\"l2\" and leave env.reward=\"none\"")
         if self.reward.complement and not self.reward.conditional:
             problems.append("reward.complement needs reward.conditional=true")
         if self.training.algorithm not in ALGORITHMS:

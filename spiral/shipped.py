@@ -3,13 +3,27 @@
 Each is an exported agent folder (``agent.json`` plus plain ``state_dict`` files, a few hundred
 KB), trained by a preset of ``train/presets`` with the command recorded in ``docs/RESULTS.md``.
 ``spiral paint`` and the app use them when no agent is named, so a fresh checkout paints.
+
+``agents/`` installs as the package ``spiral.shipped_agents`` (and ``train/presets`` as
+``spiral.presets``; see ``[tool.setuptools]`` in pyproject.toml), so these folders are found with
+``importlib.resources`` in a checkout, an editable install and after ``pip install .`` alike.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
+
+def package_dir(package: str) -> Path:
+    """The folder on disk that holds ``package``'s files (its data files included)."""
+    folder = Path(str(files(package))).resolve()
+    if not folder.is_dir():  # e.g. a zipped install, which setuptools does not make for spiral
+        raise FileNotFoundError(f"{package} is not a folder on disk ({folder}): reinstall spiral (pip install .)")
+    return folder
+
+
+AGENTS_DIR = package_dir("spiral.shipped_agents")
 RECONSTRUCTION_AGENT = "mnist-l2"  # the best shipped agent that reconstructs targets
 GENERATION_AGENT = "mnist-gen"  # the shipped agent that paints from scratch
 

@@ -1,7 +1,6 @@
 """The inference API: exported agents load safely, paint reproducibly, refuse foreign files."""
 
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -10,8 +9,11 @@ from PIL import Image
 
 from envs import PaintConfig, Program
 from spiral.agent import load_agent, untrained_agent, write_agent
+from spiral.experiment import DataSettings
 from spiral.images import open_image
+from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.policy import NetworkConfig
+from tests.conftest import EXPLOIT_MARKER, damaged_folders
 
 TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
 CONFIG = PaintConfig(canvas_size=32, grid_size=8, episode_length=5, use_color=False, background=(0, 0, 0),
@@ -21,9 +23,7 @@ CONFIG = PaintConfig(canvas_size=32, grid_size=8, episode_length=5, use_color=Fa
 @pytest.fixture
 def exported(tmp_path):
     agent = untrained_agent(CONFIG, conditional=True, network=TINY)
-    info = {"env": CONFIG.to_dict(), "network": TINY.to_dict(), "action_names": list(agent.policy.names),
-            "action_nvec": list(agent.policy.nvec), "conditional": True, "data": {"color": False}}
-    return write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, info)
+    return write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, agent.manifest)
 
 
 def test_an_exported_agent_paints_a_target_of_any_size_reproducibly(exported):
@@ -49,8 +49,7 @@ def test_conditional_agents_need_a_target_and_unconditional_ones_refuse_one(expo
 def test_writing_an_agent_replaces_the_old_folder_whole(exported):
     before = load_agent(exported).policy.state_dict()
     newer = untrained_agent(CONFIG, conditional=True, network=TINY, seed=9).policy.state_dict()
-    info = json.loads((exported / "agent.json").read_text())
-    write_agent(exported, newer, {}, {k: v for k, v in info.items() if k not in ("format", "version")})
+    write_agent(exported, newer, {}, load_agent(exported).manifest)
     after = load_agent(exported).policy.state_dict()
     assert not torch.equal(before["stem.weight"], after["stem.weight"])
     assert sorted(p.name for p in exported.parent.iterdir()) == ["agent"]  # no staging leftovers
@@ -60,32 +59,63 @@ def test_writing_an_agent_replaces_the_old_folder_whole(exported):
     ("damage", "message"),
     [
         (lambda folder: (folder / "agent.json").unlink(), "has no agent.json"),
-        (lambda folder: (folder / "agent.json").write_text("{not json"), "is corrupt"),
-        (lambda folder: (folder / "agent.json").write_text('{"format": "other"}'), "not a spiral agent manifest"),
-        (lambda folder: (folder / "agent.json").write_text('{"format": "spiral-agent", "version": 7}'), "version 7"),
-        (lambda folder: (folder / "policy.pt").write_bytes(b"garbage"), "not a plain tensor state_dict"),
-        (lambda folder: (folder / "policy.pt").unlink(), "has no policy.pt"),
-        (lambda folder: (folder / "policy.pt").write_bytes(pickle.dumps({"a": object()})), "not a plain tensor"),
-        (lambda folder: torch.save({"stem.weight": torch.zeros(1)}, folder / "policy.pt"), "does not fit"),
+        *damaged_folders(AGENT_FORMAT, "agent.json", "policy.pt", "stem.weight"),
     ],
 )
 def test_damaged_or_foreign_agents_are_refused_with_a_reason(exported, damage, message):
     damage(exported)
     with pytest.raises(ValueError, match=message):
         load_agent(exported)
+    assert not (exported.parent / EXPLOIT_MARKER).exists()  # a pickle that runs code is never executed
 
 
-def test_a_pickle_that_runs_code_is_never_executed(exported, tmp_path):
-    marker = tmp_path / "pwned"
+def full_manifest() -> dict:
+    """A manifest with every field, as the trainer writes one."""
+    return AgentManifest("digits", CONFIG, TINY, True, DataSettings("mnist", invert=True),
+                         discriminator=DiscriminatorRecord("wgan-gp", 32, 16, False),
+                         training=TrainingRecord(iterations=3, env_steps=960)).to_dict()
 
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
 
-    torch.save({"stem.weight": Exploit()}, exported / "policy.pt")
-    with pytest.raises(ValueError, match="corrupt or unsafe"):
+def test_a_manifest_survives_json_and_says_whether_its_agent_was_trained():
+    manifest = AgentManifest.from_dict(json.loads(json.dumps(full_manifest())))
+    assert manifest.to_dict() == full_manifest()
+    assert manifest.env == CONFIG and manifest.network == TINY and manifest.data.invert
+    assert not manifest.untrained and untrained_agent(CONFIG, conditional=True, network=TINY).manifest.untrained
+    assert manifest.action_nvec == tuple(untrained_agent(CONFIG, conditional=True, network=TINY).policy.nvec)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.pop("env"), "field 'env' is missing"),
+        (lambda m: m.update(colour=True), "field 'colour' is not a field of AgentManifest"),
+        (lambda m: m.update(conditional="yes"), "field 'conditional' must be true or false, got 'yes'"),
+        (lambda m: m.update(name=None), "field 'name' must be a string, got None"),
+        (lambda m: m["env"].update(canvas_size=0), "field 'env' is invalid: Invalid PaintConfig: canvas_size"),
+        (lambda m: m["env"].update(colour=1), r"field 'env' is invalid: Unknown PaintConfig setting\(s\) \['colour'\]"),
+        (lambda m: m["network"].update(hidden="32"), "field 'network.hidden' must be an integer, got '32'"),
+        (lambda m: m["data"].update(invert=1), "field 'data.invert' must be true or false, got 1"),
+        (lambda m: m.update(data=[]), "field 'data' must be a JSON object"),
+        (lambda m: m["training"].pop("env_steps"), "field 'training.env_steps' is missing"),
+        (lambda m: m["discriminator"].update(size=32.5), "field 'discriminator.size' must be an integer"),
+        (lambda m: m.pop("action_names"), "field 'action_names' is missing"),
+        (lambda m: m.update(action_nvec=[64, 64]), r"field 'action_nvec' is \[64, 64\], but these env settings give"),
+    ],
+)
+def test_a_corrupt_manifest_is_refused_naming_the_field(exported, mutate, message):
+    manifest = full_manifest()
+    mutate(manifest)
+    (exported / "agent.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"agent.json does not describe a usable agent: {message}"):
         load_agent(exported)
-    assert not marker.exists()
+
+
+def test_optional_records_may_be_absent_or_null():
+    manifest = full_manifest()
+    del manifest["data"], manifest["reward"]
+    manifest["training"] = None
+    loaded = AgentManifest.from_dict(manifest)
+    assert loaded.data == DataSettings() and loaded.reward is None and loaded.untrained
 
 
 def test_a_missing_folder_is_reported(tmp_path):

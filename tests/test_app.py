@@ -9,6 +9,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from spiral.experiment import Experiment
+from spiral.manifest import TrainingRecord
 from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT
 from tests.conftest import export_untrained
 
@@ -19,7 +20,7 @@ APP = str(Path(__file__).resolve().parent.parent / "app" / "spiral_app.py")
 def runs(tmp_path, monkeypatch):
     """A runs folder holding one exported (untrained) mnist-recon agent."""
     export_untrained(tmp_path / "mnist-recon-1" / "best", "mnist-recon", Experiment.from_preset("mnist-recon").network_config(),
-                     training={"iterations": 1, "env_steps": 1234})
+                     training=TrainingRecord(iterations=1, env_steps=1234))
     monkeypatch.setenv("SPIRAL_RUNS_DIR", str(tmp_path))
     return tmp_path
 

@@ -3,11 +3,7 @@
 import io
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -15,10 +11,10 @@ import pytest
 from PIL import Image
 
 from spiral.shipped import GENERATION_AGENT
+from tests.processes import free_port, streamlit_server
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SPIRAL_TEST_ARTIFACTS", "test-artifacts"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -26,31 +22,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300),
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture
+def server(runs, tmp_path):  # noqa: F811
+    """`spiral app` as a user starts it; stopping it must close its port (checked on the way out)."""
+    port = free_port()
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    with streamlit_server([spiral, "app", "--port", str(port)], port, log=tmp_path / "app.log",
+                          env=os.environ | {"SPIRAL_RUNS_DIR": str(runs)}) as url:
+        yield url
 
 
 @pytest.fixture
-def server(runs):  # noqa: F811
-    port = free_port()
-    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
-    process = subprocess.Popen([spiral, "app", "--port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=os.environ | {"SPIRAL_RUNS_DIR": str(runs)})
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("spiral app did not start within a minute")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+def artifacts(tmp_path) -> Path:
+    """Where screenshots go: SPIRAL_TEST_ARTIFACTS when set (the README's images), else the test's tmp dir."""
+    folder = Path(os.environ.get("SPIRAL_TEST_ARTIFACTS", tmp_path / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -65,8 +52,7 @@ def page():
         browser.close()
 
 
-def test_upload_scrub_play_and_download_in_a_real_browser(server, page, tmp_path):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifacts, tmp_path):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
     picture = Image.new("RGB", (200, 200), "black")
@@ -75,7 +61,7 @@ def test_upload_scrub_play_and_download_in_a_real_browser(server, page, tmp_path
     picture.save(upload)
     page.locator("input[type=file]").set_input_files(str(upload))
     page.get_by_text("painting: L2").wait_for(timeout=120_000)
-    page.screenshot(path=str(ARTIFACTS / "app-reconstruct.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "app-reconstruct.png"), full_page=True)
 
     slider = page.get_by_role("slider", name="Stroke")
     slider.focus()
@@ -98,11 +84,10 @@ def test_upload_scrub_play_and_download_in_a_real_browser(server, page, tmp_path
     svg = tmp_path / "painting.svg"
     download.value.save_as(svg)
     assert ElementTree.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
-    page.screenshot(path=str(ARTIFACTS / "app-replay.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "app-replay.png"), full_page=True)
 
 
-def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page, artifacts):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
     page.get_by_text("Draw a target yourself").click()
@@ -119,11 +104,10 @@ def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page):
     page.get_by_text("target: your drawing, as the agent sees it").wait_for(timeout=120_000)
     page.get_by_text("painting: L2").wait_for(timeout=120_000)
     page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
-    page.screenshot(path=str(ARTIFACTS / "app-draw.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "app-draw.png"), full_page=True)
 
 
-def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page, artifacts):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
     page.get_by_role("button", name="SVG").wait_for(timeout=120_000)  # the first page is complete
@@ -133,4 +117,4 @@ def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page):
     page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
     page.get_by_text("seed 7").first.wait_for(timeout=120_000)
     page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
-    page.screenshot(path=str(ARTIFACTS / "app-generate.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "app-generate.png"), full_page=True)

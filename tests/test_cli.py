@@ -68,6 +68,11 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
         (["train", "--preset", "mnist-recn", "--runs-dir", "{tmp}"], "No preset 'mnist-recn'"),
         (["train", "--preset", "smoke", "training.lrr=1", "--runs-dir", "{tmp}"], "training.lrr"),
         (["paint", "--agent", "/nonexistent/agent", "--out", "{tmp}"], "No agent folder"),
+        (["train", "--resume", "{tmp}", "--pbt", "2"], "so --pbt cannot change it"),
+        (["train", "--resume", "{tmp}", "--preset", "smoke"], "so --preset cannot change it"),
+        (["train", "--resume", "{tmp}"], "is not a run folder: it has no experiment.json"),
+        (["export", "{tmp}", "--out", "{tmp}/agent"], "is not a run folder"),
+        (["train", "--pbt", "2", "--name", "x", "--runs-dir", "{tmp}"], "leave out --name"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, args, message):

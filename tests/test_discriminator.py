@@ -125,6 +125,23 @@ def test_the_penalty_of_a_real_discriminator_is_non_negative_and_weighted_into_t
     assert loss.item() == pytest.approx(-stats["wasserstein"] + 10.0 * stats["gradient_penalty"], rel=1e-4, abs=1e-5)
 
 
+def test_the_gradient_penalty_repeats_under_a_seed_whatever_the_global_rng_does():
+    """Two discriminators built from one seed, with generators of one seed, give the same GP losses."""
+
+    def penalty_losses(seed: int, global_seed: int) -> list[float]:
+        torch.manual_seed(0)
+        disc = Discriminator(size=16, width=8)
+        generator = torch.Generator().manual_seed(seed)
+        real, fake = squares(4, generator, size=16), torch.rand(4, 3, 16, 16, generator=generator)
+        torch.manual_seed(global_seed)  # what the rest of a process may have done to the global RNG
+        return [wgan_gp_loss(disc, real, fake, generator=generator)[1]["gradient_penalty"] for _ in range(3)]
+
+    first = penalty_losses(seed=11, global_seed=1)
+    assert penalty_losses(seed=11, global_seed=2) == first
+    assert penalty_losses(seed=12, global_seed=1) != first
+    assert len(set(first)) == 3  # each call draws fresh interpolation points from the generator
+
+
 def test_spectral_norm_wraps_every_layer_and_brings_its_largest_singular_value_to_one():
     torch.manual_seed(4)
     disc = Discriminator(size=32, width=16, spectral_norm=True)
@@ -137,12 +154,14 @@ def test_spectral_norm_wraps_every_layer_and_brings_its_largest_singular_value_t
         assert torch.linalg.matrix_norm(layer.weight.flatten(1), ord=2).item() == pytest.approx(1.0, abs=1e-2)
 
 
-def train(disc: Discriminator, kind: str, make_batch, steps: int = 120) -> list[tuple[float, float]]:
+def train(disc: Discriminator, kind: str, make_batch, generator: torch.Generator,
+          steps: int = 120) -> list[tuple[float, float]]:
     """Adam steps on ``make_batch() -> (real, fake[, real_target, fake_target])``; (loss, d_real - d_fake) per step."""
     optimizer = torch.optim.Adam(disc.parameters(), lr=3e-4, betas=(0.5, 0.999))
+    options = {"generator": generator} if kind == "wgan-gp" else {}
     history = []
     for _ in range(steps):
-        loss, stats = discriminator_loss(kind, disc, *make_batch())
+        loss, stats = discriminator_loss(kind, disc, *make_batch(), **options)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -164,7 +183,7 @@ def test_a_short_training_run_learns_to_tell_squares_from_blank_and_noise(kind, 
         blank_or_noise = torch.randint(0, 2, (16, 1, 1, 1), generator=generator)
         return squares(16, generator), torch.rand(16, 3, 32, 32, generator=generator) * blank_or_noise
 
-    history = train(Discriminator(size=32, width=16, spectral_norm=spectral_norm), kind, make_batch)
+    history = train(Discriminator(size=32, width=16, spectral_norm=spectral_norm), kind, make_batch, generator)
     first_loss, first_gap = mean_over(history, slice(0, 5))
     last_loss, last_gap = mean_over(history, slice(-10, None))
     assert abs(first_gap) < 0.5 and last_gap > 5.0, history[::20]
@@ -184,7 +203,7 @@ def test_a_conditional_discriminator_learns_whether_the_canvas_matches_its_targe
         real_canvas, real_target, fake_canvas, fake_target = conditional_pairs(targets, other_squares)
         return real_canvas, fake_canvas, real_target, fake_target
 
-    history = train(Discriminator(size=32, width=16, conditional=True), "wgan-gp", make_batch, steps=150)
+    history = train(Discriminator(size=32, width=16, conditional=True), "wgan-gp", make_batch, generator, steps=150)
     first_loss, _ = mean_over(history, slice(0, 5))
     last_loss, last_gap = mean_over(history, slice(-10, None))
     assert last_gap > 10.0 and last_loss < first_loss - 10.0, history[::20]

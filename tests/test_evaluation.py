@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
-from envs import Painter, Stroke
+from envs import PaintConfig, PaintEnv, Painter, Stroke, mse
 from spiral.agent import untrained_agent
-from spiral.evaluation import blank_score, evaluate, mse, random_score, search_score
+from spiral.evaluation import blank_score, evaluate, random_score, search_score
 from spiral.experiment import Experiment
 from spiral.policy import NetworkConfig
+from spiral.rewards import squared_errors
 from tests.conftest import export_untrained
 
 
@@ -15,6 +17,31 @@ def test_identical_images_score_zero_and_opposites_one():
     image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     assert mse(image, image) == 0.0
     assert mse(np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)) == 1.0
+    batch = np.stack([np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 51, np.uint8)])
+    assert mse(batch, np.zeros_like(batch)).tolist() == [0.0, pytest.approx(0.04)]  # one error per image
+
+
+def test_the_env_evaluation_and_the_learner_measure_the_same_l2():
+    """eval/blank_l2 (evaluation), eval/test_l2 and final_l2 (the env's info) and the learner's L2 reward agree."""
+    config = PaintConfig(canvas_size=16, grid_size=4, episode_length=4, background=(0, 0, 0),
+                         fixed_color=(255, 255, 255), use_color=False)
+    target = np.zeros((16, 16, 3), np.uint8)
+    target[2:9, 3:12] = (200, 120, 40)
+    env = PaintEnv(config, target_source=target[None])
+    blank, info = env.reset(seed=0)
+    env.action_space.seed(0)  # the random policy of random_score, replayed here
+    canvases, l2s = [blank["canvas"]], [info["l2"]]
+    for _ in range(config.episode_length):
+        observation, _, _, _, info = env.step(env.action_space.sample())
+        canvases.append(observation["canvas"])
+        l2s.append(info["l2"])
+    assert len(set(l2s)) > 1, "the random strokes should change the canvas"
+    assert blank_score(config, target[None]).mean == l2s[0]
+    assert random_score(config, target[None]).mean == l2s[-1]
+    batch = torch.from_numpy(np.stack(canvases))[None]
+    learner = squared_errors(batch, torch.from_numpy(target).expand_as(batch))
+    assert learner.shape == (1, config.episode_length + 1)
+    assert learner[0].tolist() == pytest.approx(l2s, rel=1e-6)  # float32 on the learner
 
 
 @pytest.fixture(scope="module")

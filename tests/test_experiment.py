@@ -38,6 +38,17 @@ def test_mistakes_are_named(overrides, message):
         Experiment.from_preset("smoke", overrides)
 
 
+@pytest.mark.parametrize("in_env", ["l2-final", "l2-step"])
+@pytest.mark.parametrize("mode", ["temporal", "l2"])
+def test_an_in_env_reward_that_the_learner_would_overwrite_is_refused_naming_both_settings(in_env, mode):
+    with pytest.raises(ValueError) as refused:
+        Experiment.from_preset("smoke", [f'env.reward="{in_env}"', f'reward.mode="{mode}"'])
+    message = str(refused.value)
+    assert f"env.reward={in_env!r}" in message and f"reward.mode={mode!r}" in message
+    assert 'set reward.mode="l2"' in message
+    assert Experiment.from_preset("smoke", ['env.reward="none"']).paint_config().reward == "none"
+
+
 def test_an_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="Presets: .*mnist-recon"):
         Experiment.from_preset("mnist-recn")

@@ -72,7 +72,7 @@ def good_program() -> dict:
     ("mutate", "message"),
     [
         (lambda p: p.pop("format"), "Not a spiral painting program"),
-        (lambda p: p.update(version=99), "Unsupported program version 99"),
+        (lambda p: p.update(version=99), "Unsupported spiral painting program version 99"),
         (lambda p: p.pop("width"), "Malformed spiral program"),
         (lambda p: p.update(width=-3), "Malformed spiral program: size -3x16"),
         (lambda p: p.update(background=[0, 0, 300]), "background"),
@@ -94,7 +94,7 @@ def test_foreign_or_corrupt_programs_are_refused(mutate, message):
 
 
 def test_text_that_is_not_json_is_refused():
-    with pytest.raises(ValueError, match="invalid JSON"):
+    with pytest.raises(ValueError, match="Not a spiral painting program: the text is not valid JSON"):
         Program.from_json("{'format': ")
     with pytest.raises(ValueError, match="Not a spiral painting program"):
         Program.from_json("[1, 2, 3]")

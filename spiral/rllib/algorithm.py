@@ -63,7 +63,7 @@ def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
     return MultiRLModuleSpec(rl_module_specs={DEFAULT_MODULE_ID: policy, DISCRIMINATOR_ID: discriminator})
 
 
-def build_config(experiment: Experiment, *, record_rewards: bool = False, min_time_s_per_iteration: float = 1.0,
+def build_config(experiment: Experiment, *, min_time_s_per_iteration: float = 1.0,
                  env_runner_resources: dict[str, float] | None = None) -> IMPALAConfig | APPOConfig:
     """IMPALA (V-trace) or APPO on the new API stack, with SPIRAL's learner and modules.
 
@@ -95,7 +95,7 @@ def build_config(experiment: Experiment, *, record_rewards: bool = False, min_ti
             num_learners=0,
             num_gpus_per_learner=1 if torch.cuda.is_available() else 0,
             learner_class=SpiralAppoLearner if appo else SpiralImpalaLearner,
-            learner_config_dict={"experiment": experiment.to_dict(), "record_rewards": record_rewards},
+            learner_config_dict={"experiment": experiment.to_dict()},
         )
         .training(
             lr=training.lr,

@@ -3,7 +3,8 @@
 A run folder holds ``experiment.json`` (what was asked), ``checkpoints/iter-NNNNNN`` (RLlib
 checkpoints, the last ``keep`` of them, each written under a temporary name and renamed when
 complete), ``agent/`` (the latest exported agent, plain state_dicts: see ``spiral.agent``),
-``best/`` (the export with the lowest held-out L2, conditional runs only) and ``tb/``
+``best/`` (the export with the lowest held-out L2, conditional runs only), all three written with
+``envs.storage.write_folder`` so that none is ever seen half-written, and ``tb/``
 (TensorBoard scalars and image grids).
 """
 
@@ -26,10 +27,12 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from envs.storage import write_file, write_folder
 from spiral.agent import load_agent, write_agent
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
-from spiral.rllib.algorithm import build_config, make_env
+from spiral.manifest import AgentManifest, DiscriminatorRecord, TrainingRecord
+from spiral.rllib.algorithm import build_config
 from spiral.rllib.module import DISCRIMINATOR_ID
 
 
@@ -43,9 +46,25 @@ class PaintingMetrics(RLlibCallback):
 
 
 def new_run_folder(runs_dir: Path, name: str) -> Path:
-    folder = Path(runs_dir) / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=False)
+    """``runs_dir/name``, made now; an existing one is refused, never trained over."""
+    folder = Path(runs_dir) / name
+    try:
+        folder.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise ValueError(f"{folder} exists: continue it with `spiral train --resume {folder}`, "
+                         "or give the new run another name.") from None
     return folder
+
+
+def run_experiment(run: Path) -> Experiment:
+    """The experiment a run folder was started with; anything else is refused before Ray starts."""
+    manifest = Path(run) / "experiment.json"
+    if not manifest.is_file():
+        raise ValueError(f"{run} is not a run folder: it has no experiment.json.")
+    try:
+        return Experiment.from_dict(json.loads(manifest.read_text()))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{manifest} is not valid JSON ({error}): is it a spiral run folder?") from None
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -56,11 +75,10 @@ def latest_checkpoint(run: Path) -> Path | None:
 class Trainer:
     """Owns the algorithm of one run; ``run()`` trains until the iteration or time budget."""
 
-    def __init__(self, run: Path, experiment: Experiment, *, record_rewards: bool = False,
-                 min_time_s_per_iteration: float = 1.0):
-        self.run_dir, self.experiment = Path(run), experiment
-        config = build_config(experiment, record_rewards=record_rewards,
-                              min_time_s_per_iteration=min_time_s_per_iteration).callbacks(PaintingMetrics)
+    def __init__(self, run: Path, experiment: Experiment, *, min_time_s_per_iteration: float = 1.0):
+        # Absolute once, here: RLlib writes checkpoints through pyarrow, which refuses relative paths.
+        self.run_dir, self.experiment = Path(run).resolve(), experiment
+        config = build_config(experiment, min_time_s_per_iteration=min_time_s_per_iteration).callbacks(PaintingMetrics)
         self.algo = config.build_algo()
         self.iteration = 0
         checkpoint = latest_checkpoint(self.run_dir)
@@ -80,17 +98,15 @@ class Trainer:
         return (held_out if len(held_out) else self.experiment.images("train"))[:32]
 
     @classmethod
-    def start(cls, experiment: Experiment, runs_dir: Path, **kwargs) -> Trainer:
-        run = new_run_folder(runs_dir, experiment.name)
-        (run / "experiment.json").write_text(experiment.to_json())
+    def start(cls, experiment: Experiment, runs_dir: Path, name: str | None = None, **kwargs) -> Trainer:
+        """A new run in ``runs_dir/name`` (default: ``<experiment>-<time>``)."""
+        run = new_run_folder(runs_dir, name or f"{experiment.name}-{datetime.now():%Y%m%d-%H%M%S}")
+        write_file(run / "experiment.json", lambda staging: staging.write_text(experiment.to_json()))
         return cls(run, experiment, **kwargs)
 
     @classmethod
     def resume(cls, run: Path, **kwargs) -> Trainer:
-        manifest = Path(run) / "experiment.json"
-        if not manifest.is_file():
-            raise ValueError(f"{run} is not a run folder: it has no experiment.json.")
-        return cls(Path(run), Experiment.from_dict(json.loads(manifest.read_text())), **kwargs)
+        return cls(Path(run), run_experiment(run), **kwargs)
 
     def run(self, iterations: int | None = None, progress: bool = True,
             on_iteration: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
@@ -156,12 +172,8 @@ class Trainer:
     def checkpoint(self, result: dict) -> Path:
         """An atomic RLlib checkpoint, the exported agent, the best export, image grids."""
         folder = self.run_dir / "checkpoints"
-        final = folder / f"iter-{self.iteration:06d}"
-        staging = folder / f".staging-{self.iteration:06d}"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.algo.save_to_path(str(staging))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        final = write_folder(folder / f"iter-{self.iteration:06d}",
+                             lambda staging: self.algo.save_to_path(str(staging)))
         for old in sorted(folder.glob("iter-*"))[: -self.experiment.checkpoint.keep]:
             shutil.rmtree(old)
         agent_dir = self.export(self.run_dir / "agent", result)
@@ -171,25 +183,15 @@ class Trainer:
     def export(self, folder: Path, result: dict | None = None) -> Path:
         weights = self.algo.learner_group.get_weights([DEFAULT_MODULE_ID, DISCRIMINATOR_ID])
         policy, discriminator = (_network_weights(weights[module]) for module in (DEFAULT_MODULE_ID, DISCRIMINATOR_ID))
-        env = make_env({"experiment": self.experiment.to_dict()})
-        result = result or {}
-        info = {
-            "name": self.experiment.name,
-            "env": env.config.to_dict(),
-            "network": self.experiment.network_config().to_dict(),
-            "action_names": list(env.codec.names),
-            "action_nvec": env.codec.nvec.tolist(),
-            "conditional": env.conditional,
-            "data": self.experiment.to_dict()["data"],
-            "reward": self.experiment.to_dict()["reward"],
-            "discriminator": {"loss": self.experiment.discriminator.loss, "size": env.config.width,
-                              "width": self.experiment.discriminator.width,
-                              "spectral_norm": self.experiment.discriminator.spectral_norm},
-            "training": {"iterations": self.iteration,
-                         "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0))},
-        }
-        env.close()
-        return write_agent(folder, policy, discriminator, info)
+        experiment, paint = self.experiment, self.experiment.paint_config()
+        settings = experiment.discriminator
+        manifest = AgentManifest(
+            experiment.name, paint, experiment.network_config(), experiment.reward.conditional,
+            data=experiment.data, reward=experiment.reward,
+            discriminator=DiscriminatorRecord(settings.loss, paint.width, settings.width, settings.spectral_norm),
+            training=TrainingRecord(self.iteration, int((result or {}).get("num_env_steps_sampled_lifetime", 0))),
+        )
+        return write_agent(folder, policy, discriminator, manifest)
 
     def _paint_samples(self, agent_dir: Path, step: int) -> None:
         """Paint with the export (this also checks it loads): a grid in TensorBoard, the best kept."""
@@ -203,9 +205,9 @@ class Trainer:
             self.writer.add_scalar("eval/blank_l2", self.blank_l2, step)  # the floor to beat, on the same images
             if l2 < self.best_l2:
                 self.best_l2 = l2
-                shutil.copytree(agent_dir, self.run_dir / ".best-staging", dirs_exist_ok=True)
-                shutil.rmtree(self.run_dir / "best", ignore_errors=True)
-                os.replace(self.run_dir / ".best-staging", self.run_dir / "best")
+                # Swapped in whole: a reader of best/ (the app) sees the previous best or this one.
+                write_folder(self.run_dir / "best",
+                             lambda staging: shutil.copytree(agent_dir, staging, dirs_exist_ok=True))
         rows = [np.concatenate([episode.canvas for episode in episodes[:8]], axis=1)]
         if self.test_targets is not None:
             rows.insert(0, np.concatenate(list(self.test_targets[:8]), axis=1))
