@@ -41,8 +41,9 @@ def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: boo
 
 @st.cache_data(max_entries=32, show_spinner="Rendering with the real brush...")
 def cached_render(program_json: str, pixels: int) -> bytes:
+    """The program painted ``pixels`` wide; envs.CanvasTooLargeError (a ValueError) over the pixel budget."""
     program = Program.from_json(program_json)
-    return png_bytes(program.render(scale=pixels / program.width))
+    return png_bytes(program.render(scale=pixels / program.width))  # Painter checks envs.MAX_SURFACE_PIXELS
 
 
 @st.cache_data(max_entries=8, show_spinner="Loading held-out examples...")
@@ -121,10 +122,16 @@ def show_replay(episode: dict, key: str) -> None:
         hide_index=True,
     )
     pixels = st.radio("Re-render with the real brush at", [256, 512], horizontal=True, key=f"{key}-size")
-    rendered = cached_render(episode["program"], pixels)
-    st.image(rendered, caption=f"{pixels} px, the same strokes", width=pixels)
+    try:
+        rendered = cached_render(episode["program"], pixels)
+    except ValueError as error:  # envs.CanvasTooLargeError: a canvas too large to re-render at this size
+        st.error(f"Cannot re-render at {pixels} px: {error}")
+        rendered = None
+    if rendered is not None:
+        st.image(rendered, caption=f"{pixels} px, the same strokes", width=pixels)
     columns = st.columns(4)
-    columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png")
+    if rendered is not None:
+        columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png")
     columns[1].download_button("GIF", replay_gif(frames), "painting.gif", "image/gif", key=f"{key}-gif")
     columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json")
     columns[3].download_button("SVG", program.to_svg(pixels / program.width), "painting.svg", "image/svg+xml",

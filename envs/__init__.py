@@ -11,6 +11,7 @@ import gymnasium
 from envs.actions import COMPONENTS, ActionCodec, InvalidActionError
 from envs.config import PaintConfig
 from envs.libmypaint import MissingLibMyPaintError, available_brushes
+from envs.limits import MAX_GRID_SIZE, MAX_POINTS_PER_STROKE, MAX_SURFACE_PIXELS, CanvasTooLargeError
 from envs.paint_env import PaintEnv, mse
 from envs.painter import Painter
 from envs.program import Program
@@ -22,6 +23,6 @@ if ENV_ID not in gymnasium.registry:
     gymnasium.register(id=ENV_ID, entry_point="envs.paint_env:PaintEnv")
 
 __all__ = [
-    "COMPONENTS", "ENV_ID", "ActionCodec", "InvalidActionError", "MissingLibMyPaintError", "PaintConfig",
-    "PaintEnv", "Painter", "Program", "Stroke", "available_brushes", "mse",
+    "COMPONENTS", "ENV_ID", "MAX_GRID_SIZE", "MAX_POINTS_PER_STROKE", "MAX_SURFACE_PIXELS", "ActionCodec", "CanvasTooLargeError", "InvalidActionError",
+    "MissingLibMyPaintError", "PaintConfig", "PaintEnv", "Painter", "Program", "Stroke", "available_brushes", "mse",
 ]

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from envs.limits import (
+    MAX_BRUSH_SIZES,
+    MAX_EPISODE_LENGTH,
+    MAX_GRID_SIZE,
+    MAX_LEVELS,
+    CanvasTooLargeError,
+    check_points_per_stroke,
+    surface_size,
+)
 
 # What the environment itself may reward (the learner's reward modes are spiral.rewards.LEARNER_REWARD_MODES).
 IN_ENV_REWARDS = ("none", "l2-final", "l2-step")
@@ -64,17 +75,28 @@ class PaintConfig:
         object.__setattr__(self, "fixed_color", tuple(self.fixed_color))
         object.__setattr__(self, "background", tuple(self.background))
         problems = []
-        if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+        if len(size) != 2 or not all(_is_int(s) and s >= 1 for s in size):
             problems.append(f"canvas_size must be a positive int or (height, width), got {self.canvas_size!r}")
         for name in ("render_scale", "grid_size", "episode_length", "pressure_levels", "color_levels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (2 if name.endswith("levels") else 1):
+            if not _is_int(value) or value < (2 if name.endswith("levels") else 1):
                 problems.append(f"{name} must be an int >= {2 if name.endswith('levels') else 1}, got {value!r}")
-        if self.points_per_stroke < 2:
-            problems.append(f"points_per_stroke must be >= 2, got {self.points_per_stroke!r}")
-        if not self.brush_sizes or min(self.brush_sizes) <= 0:
-            problems.append(f"brush_sizes must be positive radii, got {self.brush_sizes!r}")
-        if not self.fixed_size > 0 or not 0 < self.fixed_pressure <= 1:
+        for name, limit in (("grid_size", MAX_GRID_SIZE), ("pressure_levels", MAX_LEVELS),
+                            ("color_levels", MAX_LEVELS), ("episode_length", MAX_EPISODE_LENGTH)):
+            if _is_int(getattr(self, name)) and getattr(self, name) > limit:
+                problems.append(f"{name} must be at most {limit} (envs.limits), got {getattr(self, name)}")
+        for name in ("use_size", "use_pressure", "use_color", "use_flag"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.brush, str) or not self.brush:
+            problems.append(f"brush must be a brush name or a .myb path, got {self.brush!r}")
+        try:
+            check_points_per_stroke(self.points_per_stroke)
+        except ValueError as error:
+            problems.append(str(error).rstrip("."))
+        if not 0 < len(self.brush_sizes) <= MAX_BRUSH_SIZES or not all(0 < r < math.inf for r in self.brush_sizes):
+            problems.append(f"brush_sizes must be 1 to {MAX_BRUSH_SIZES} finite positive radii, got {self.brush_sizes!r}")
+        if not 0 < self.fixed_size < math.inf or not 0 < self.fixed_pressure <= 1:
             problems.append(f"fixed_size must be > 0 and fixed_pressure in (0, 1], got "
                             f"{self.fixed_size!r}, {self.fixed_pressure!r}")
         for name in ("fixed_color", "background"):
@@ -83,8 +105,17 @@ class PaintConfig:
                 problems.append(f"{name} must be three ints in 0..255, got {color!r}")
         if self.reward not in IN_ENV_REWARDS:
             problems.append(f"reward must be one of {IN_ENV_REWARDS}, got {self.reward!r}")
+        too_large = False
+        try:  # the surface libmypaint paints on, canvas_size times render_scale, within the pixel budget
+            surface_size(*size[::-1], self.render_scale)
+        except CanvasTooLargeError as error:
+            problems.append(f"canvas_size {size} at render_scale {self.render_scale}: {error}")
+            too_large = True
+        except (ValueError, TypeError):
+            pass  # a malformed size or scale, already among the problems
         if problems:
-            raise ValueError("Invalid PaintConfig: " + "; ".join(problems) + ".")
+            error = CanvasTooLargeError if too_large else ValueError
+            raise error("Invalid PaintConfig: " + "; ".join(problems) + ".")
 
     @property
     def height(self) -> int:
@@ -105,3 +136,8 @@ class PaintConfig:
         if unknown := sorted(set(data) - known):
             raise ValueError(f"Unknown PaintConfig setting(s) {unknown}; known: {sorted(known)}.")
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is an int to Python, not a size to a painter)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -8,6 +8,10 @@ an undeclared float argument would be passed as an integer.
 Pixels live in libmypaint's own tile buffers as premultiplied fix15 RGBA (1.0 == 1 << 15) in
 64x64 tiles. ``Surface`` keeps a numpy view of each tile, obtained once through the official
 tile-request API, so clearing and reading the canvas are plain vectorised numpy operations.
+
+Sizes are checked by ``envs.limits`` before libmypaint sees them (it aborts the process on a
+surface that overflows its 32-bit arithmetic), and libmypaint's own ``printf`` chatter is kept
+off the process's stdout (see ``quiet_stdout``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import glob
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
-TILE_SIZE = 64
+from envs.limits import TILE_SIZE, SurfaceAllocationError, allocated_pixels, surface_size
+
 FIX15_ONE = 1 << 15
 
 INSTALL_HINT = (
@@ -152,18 +158,95 @@ def available_brushes() -> list[str]:
     return sorted(str(path.relative_to(root).with_suffix("")) for path in root.glob("*/*.myb"))
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, false for names no file system takes (too long, say) instead of an OSError."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def brush_path(name: str) -> Path:
     """Resolve a brush name (``classic/dry_brush``) or a path to a ``.myb`` file."""
     direct = Path(name)
-    if direct.suffix == ".myb" and direct.is_file():
+    if direct.suffix == ".myb" and _is_file(direct):
         return direct
     path = brush_directory() / f"{name}.myb"
-    if not path.is_file():
+    if not _is_file(path):
         raise ValueError(
             f"Unknown brush {name!r}: no {path}. Use a .myb path or one of envs.available_brushes(), "
             f"e.g. 'classic/dry_brush', 'classic/pen', 'classic/charcoal'."
         )
     return path
+
+
+def _c_stdout_variable() -> str | None:
+    """The name of libc's ``FILE *stdout`` variable, where it is safe to point it elsewhere."""
+    if sys.platform == "darwin":
+        return "__stdoutp"
+    try:  # glibc only: musl's stdout is a const pointer in read-only memory
+        return "stdout" if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") else None
+    except (ValueError, OSError):
+        return None
+
+
+@functools.cache
+def _stdout_swap() -> tuple[ctypes.c_void_p, int] | None:
+    """libc's ``stdout`` variable and a ``FILE *`` on the null device, or None where unavailable."""
+    name = _c_stdout_variable()
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the global scope: the variable libc's printf really reads
+        variable = ctypes.c_void_p.in_dll(libc, name)
+        fopen = libc.fopen
+        fopen.restype, fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        sink = fopen(os.devnull.encode(), b"w")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (variable, sink) if sink and variable.value else None
+
+
+class _QuietStdout:
+    """Point C's ``stdout`` at the null device while brush events run.
+
+    libmypaint ``printf``s "Time is running backwards!" when its own dab interpolation leaves a
+    tiny negative time step: it subtracts each dab's float time step from the double time left
+    in the event, and when a dab lands (to float precision) on the event itself the rounding
+    can overshoot by a fraction of a nanosecond. It happens to about one random stroke in tens
+    of thousands, whatever the (steady, 1/64 s) event times we pass; libmypaint then uses a 1 ms
+    step, as it does for a zero one, so the pixels are libmypaint's either way. The text would
+    land in the middle of a command's output, such as ``spiral eval``'s Markdown table.
+
+    Only C stdio's ``stdout`` pointer is swapped, never file descriptor 1, so Python's own
+    output and other threads' writes are untouched and nothing needs flushing. Nested and
+    concurrent uses are counted: the real ``stdout`` comes back when the last one ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: int | None = None
+
+    def __enter__(self) -> None:
+        swap = _stdout_swap()
+        if swap is not None:
+            variable, sink = swap
+            with self._lock:
+                if self._depth == 0:
+                    self._saved, variable.value = variable.value, sink
+                self._depth += 1
+
+    def __exit__(self, *exc_info) -> None:
+        swap = _stdout_swap()
+        if swap is not None:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    swap[0].value = self._saved
+
+
+quiet_stdout = _QuietStdout()
 
 
 class Surface:
@@ -177,20 +260,30 @@ class Surface:
     _fixed = handle = None  # so that close() works on a half-built surface
 
     def __init__(self, width: int, height: int, background: tuple[int, int, int] = (255, 255, 255)):
-        if width < 1 or height < 1:
-            raise ValueError(f"Surface size must be positive, got {width}x{height}.")
+        surface_size(width, height)  # the pixel budget, before libmypaint's 32-bit arithmetic sees it
         self._lib = load_library()
         self.width, self.height = width, height
         self._fixed = self._lib.mypaint_fixed_tiled_surface_new(width, height)
         if not self._fixed:
-            raise MemoryError(f"libmypaint could not allocate a {width}x{height} surface.")
-        self.handle = self._lib.mypaint_fixed_tiled_surface_interface(self._fixed)
-        self._roi = _Rectangle()
-        rows, cols = -(-height // TILE_SIZE), -(-width // TILE_SIZE)
-        self._tiles = [[self._tile_view(tx, ty) for tx in range(cols)] for ty in range(rows)]
-        self._pixels = np.empty((rows * TILE_SIZE, cols * TILE_SIZE, 4), np.uint16)
-        self._rgb = np.empty((height, width, 3), np.uint8)
+            raise self._allocation_error()
+        try:
+            self.handle = self._lib.mypaint_fixed_tiled_surface_interface(self._fixed)
+            self._roi = _Rectangle()
+            rows, cols = -(-height // TILE_SIZE), -(-width // TILE_SIZE)
+            self._tiles = [[self._tile_view(tx, ty) for tx in range(cols)] for ty in range(rows)]
+            self._pixels = np.empty((rows * TILE_SIZE, cols * TILE_SIZE, 4), np.uint16)
+            self._rgb = np.empty((height, width, 3), np.uint8)
+        except MemoryError as error:
+            self.close()
+            raise self._allocation_error() from error
         self.clear(background)
+
+    def _allocation_error(self) -> SurfaceAllocationError:
+        pixels = allocated_pixels(self.width, self.height)
+        return SurfaceAllocationError(
+            f"Not enough memory for a {self.width}x{self.height} surface ({pixels:,} pixels, about "
+            f"{pixels * 19 // 2**20:,} MiB): use a smaller canvas or scale."
+        )
 
     def _tile_view(self, tx: int, ty: int) -> np.ndarray:
         """A writable numpy view of one tile's fix15 RGBA pixels, valid for the surface's life."""
@@ -330,8 +423,9 @@ class Brush:
     def stroke_through(self, surface: Surface, points: list[list[float]], pressure: float, dtime: float) -> None:
         """Queue one brush event per (x, y) point, ``dtime`` seconds apart (the hot loop)."""
         stroke_to, brush, target = self._stroke_to, self.handle, surface.handle
-        for x, y in points:
-            stroke_to(brush, target, x, y, pressure, 0.0, 0.0, dtime)
+        with quiet_stdout:
+            for x, y in points:
+                stroke_to(brush, target, x, y, pressure, 0.0, 0.0, dtime)
 
     def close(self) -> None:
         if self.handle:

@@ -35,6 +35,7 @@ def save_gif(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int = 200
 
 def write_painting(program: Program, folder: str | Path, name: str = "painting", scale: float = 4.0) -> dict[str, Path]:
     """Write ``name``.png/.gif (rendered ``scale`` times larger with the real brush), .json, .svg."""
+    program.surface_size(scale)  # a scale over the pixel budget is refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames = list(program.frames(scale))

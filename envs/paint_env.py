@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from envs.actions import ActionCodec
 from envs.config import PaintConfig
-from envs.painter import Painter
+from envs.painter import Painter, agent_view
 from envs.program import Program
 
 TargetSource = Callable[[np.random.Generator], np.ndarray] | np.ndarray
@@ -136,12 +136,7 @@ class PaintEnv(gym.Env):
 
     def _agent_view(self, canvas: np.ndarray) -> np.ndarray:
         """Average ``render_scale`` x ``render_scale`` blocks down to the canvas size."""
-        scale = self.config.render_scale
-        if scale == 1:
-            return canvas
-        height, width = self.config.canvas_size
-        blocks = canvas.reshape(height, scale, width, scale, 3).mean(axis=(1, 3), dtype=np.float32)
-        return np.round(blocks).astype(np.uint8)
+        return agent_view(canvas, self.config.render_scale)
 
     def l2(self) -> float:
         """Mean squared error between canvas and target, pixels in [0, 1] (conditional mode)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.libmypaint import Brush, Surface
+from envs.limits import MAX_COORDINATE, check_points_per_stroke, surface_size
 from envs.stroke import Stroke
 
 # Seconds between two brush events. A power of two is exact in float32 and float64 alike, so
@@ -34,17 +35,15 @@ class Painter:
         scale: float = 1.0,
         points_per_stroke: int = 50,
     ):
-        if not scale > 0:
-            raise ValueError(f"Render scale must be > 0, got {scale!r}.")
-        if points_per_stroke < 2:
-            raise ValueError(f"A stroke needs at least 2 points, got {points_per_stroke}.")
+        surface_width, surface_height = surface_size(width, height, scale)  # the pixel budget
+        check_points_per_stroke(points_per_stroke)
         self.brush_name, self.background = brush, tuple(background)
         self.scale, self.points_per_stroke = float(scale), int(points_per_stroke)
         # Brush dynamics follow the pointer's speed in pixels per second: a canvas painted
         # ``scale`` times larger gets ``scale`` times more events, each ``DTIME`` apart, so the
         # brush moves at the same speed and a large rendering looks like the small one.
         self._events = max(2, round(points_per_stroke * scale))
-        self.surface = Surface(max(1, round(width * scale)), max(1, round(height * scale)), self.background)
+        self.surface = Surface(surface_width, surface_height, self.background)
         self.brush = Brush(brush)
 
     def reset(self) -> None:
@@ -57,6 +56,13 @@ class Painter:
         """Paint one stroke; a pen-up move paints nothing."""
         if not stroke.pen_down:
             return
+        anchors = (*stroke.start, *stroke.control, *stroke.end)  # a Bézier stays within its anchors
+        if not all(abs(coordinate) * self.scale < MAX_COORDINATE for coordinate in anchors):  # NaN fails too
+            raise ValueError(
+                f"Stroke {stroke.start} -> {stroke.control} -> {stroke.end} reaches too far: at render scale "
+                f"{self.scale:g} strokes must stay within {MAX_COORDINATE / self.scale:g} canvas pixels of the "
+                f"origin (envs.limits.MAX_COORDINATE; libmypaint aborts the process beyond 1e8)."
+            )
         brush, surface = self.brush, self.surface
         brush.set_radius(stroke.size * self.scale)
         brush.set_color(stroke.color)
@@ -74,3 +80,12 @@ class Painter:
     def close(self) -> None:
         self.brush.close()
         self.surface.close()
+
+
+def agent_view(canvas: np.ndarray, scale: int) -> np.ndarray:
+    """A canvas painted ``scale`` times larger, as the agent sees it: ``scale`` x ``scale`` blocks averaged."""
+    if scale == 1:
+        return canvas
+    height, width = canvas.shape[0] // scale, canvas.shape[1] // scale
+    blocks = canvas.reshape(height, scale, width, scale, 3).mean(axis=(1, 3), dtype=np.float32)
+    return np.round(blocks).astype(np.uint8)

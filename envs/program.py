@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.limits import check_points_per_stroke, surface_size
 from envs.painter import Painter
 from envs.storage import FileFormat, write_file
 from envs.stroke import Stroke
@@ -32,8 +33,12 @@ class Program:
     background: tuple[int, int, int] = (255, 255, 255)
     points_per_stroke: int = 50
 
+    def surface_size(self, scale: float = 1.0) -> tuple[int, int]:
+        """The (width, height) a rendering at ``scale`` has, or ``CanvasTooLargeError`` over the pixel budget."""
+        return surface_size(self.width, self.height, scale)
+
     def painter(self, scale: float = 1.0) -> Painter:
-        """A blank painter for this program's canvas at ``scale`` times its size."""
+        """A blank painter for this program's canvas at ``scale`` times its size (within the pixel budget)."""
         return Painter(self.width, self.height, self.brush, self.background, scale, self.points_per_stroke)
 
     def frames(self, scale: float = 1.0) -> Iterator[np.ndarray]:
@@ -99,10 +104,12 @@ class Program:
             background = tuple(int(channel) for channel in data["background"])
             strokes = [Stroke.from_dict(stroke) for stroke in data["strokes"]]
             program = cls(width, height, strokes, str(data["brush"]), background, int(data["points_per_stroke"]))
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, OverflowError) as error:  # OverflowError: an infinite size
             raise ValueError(f"Malformed spiral program: {error!r}.") from error
         if width < 1 or height < 1 or len(background) != 3 or not all(0 <= c <= 255 for c in background):
             raise ValueError(f"Malformed spiral program: size {width}x{height}, background {background}.")
+        program.surface_size()  # a canvas over the pixel budget is refused here, not when it is painted
+        check_points_per_stroke(program.points_per_stroke)
         return program
 
     def to_svg(self, scale: float = 1.0) -> str:

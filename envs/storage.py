@@ -57,6 +57,8 @@ class FileFormat:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"Not a {self.description}: {source} is not valid JSON ({error}).") from error
+        except RecursionError:
+            raise ValueError(f"Not a {self.description}: {source} nests arrays or objects too deeply.") from None
         return self.check(document, source)
 
     def read(self, path: Path) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from envs.limits import MAX_COORDINATE
+
 Point = tuple[float, float]
 
 
@@ -71,6 +73,8 @@ def _point(value) -> Point:
     x, y = (float(coordinate) for coordinate in value)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"a point must be two finite numbers, got {value!r}")
+    if not (abs(x) < MAX_COORDINATE and abs(y) < MAX_COORDINATE):
+        raise ValueError(f"a point must lie within {MAX_COORDINATE:g} pixels of the canvas origin, got {value!r}")
     return (x, y)
 
 

@@ -24,7 +24,9 @@ from PIL import Image, ImageOps
 from envs import PaintConfig, PaintEnv, Program
 from envs.storage import write_folder
 from spiral.manifest import AgentManifest
-from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size
+
+MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 
 
 @dataclass
@@ -59,8 +61,13 @@ class Agent:
         return self.policy.conditional
 
     def prepare_target(self, image: np.ndarray | Image.Image) -> np.ndarray:
-        """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so."""
-        picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so.
+
+        An array must be uint8 pixels, (H, W) grey or (H, W, 3 or 4) colour; anything else is a ValueError.
+        """
+        picture = image if isinstance(image, Image.Image) else _array_image(image)
+        if picture.width < 1 or picture.height < 1:
+            raise ValueError(f"The target image is {picture.width}x{picture.height} pixels: nothing to paint.")
         color = self.manifest.data.color
         picture = picture.convert("RGB" if color else "L")
         height, width = self.paint_config.canvas_size
@@ -79,6 +86,9 @@ class Agent:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")
         if not self.conditional and target is not None:
             raise ValueError("This agent paints from scratch and takes no target.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed <= MAX_SEED):
+            raise ValueError(f"The seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
         prepared = None if target is None else self.prepare_target(target)
         env = PaintEnv(self.paint_config, target_source=None if prepared is None else prepared[None])
         generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
@@ -113,7 +123,11 @@ def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discr
 def load_agent(path: str | Path) -> Agent:
     """An agent from an exported folder, refusing anything else with a message that says why."""
     folder = Path(path)
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as error:  # a name the file system refuses (too long): no such folder either
+        raise FileNotFoundError(f"No agent folder at {folder}: {error.strerror}.") from None
+    if not found:
         raise FileNotFoundError(f"No agent folder at {folder}.")
     manifest_file = folder / "agent.json"
     if not manifest_file.is_file():
@@ -121,11 +135,11 @@ def load_agent(path: str | Path) -> Agent:
     manifest = AgentManifest.read(manifest_file)
     try:
         policy = _policy(manifest)
-    except (RuntimeError, ValueError) as error:  # sizes torch cannot build
-        raise ValueError(f"{manifest_file} does not describe a usable agent: field 'network' {error}") from error
+    except (RuntimeError, ValueError, TypeError, OverflowError) as error:  # sizes torch cannot build, or too large
+        raise ValueError(f"{manifest_file} does not describe a usable agent: {error}") from error
     try:
         policy.load_state_dict(load_weights(folder / "policy.pt"))
-    except RuntimeError as error:  # shapes or names that do not match agent.json
+    except (RuntimeError, TypeError) as error:  # shapes, names or types that do not match agent.json
         raise ValueError(f"{folder / 'policy.pt'} does not fit the network agent.json describes: {error}") from error
     return Agent(policy, manifest)
 
@@ -138,8 +152,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for corrupt or unsafe files
         raise ValueError(f"{path} is not a plain tensor state_dict (corrupt or unsafe file): {error}") from error
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
+                                              for key, value in state.items()):
         raise ValueError(f"{path} is not a state_dict of tensors.")
+    for key, value in state.items():
+        if value.is_complex() or value.layout != torch.strided:
+            raise ValueError(f"{path} is not a state_dict of plain tensors: {key!r} is a {value.dtype} "
+                             f"{value.layout} tensor.")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{path} is corrupt: {key!r} holds NaN or infinite values.")
     return state
 
 
@@ -156,6 +177,17 @@ def untrained_agent(paint_config: PaintConfig, conditional: bool, network: Netwo
 
 
 def _policy(manifest: AgentManifest) -> PolicyNetwork:
-    """The policy network the manifest describes, with fresh weights."""
-    return PolicyNetwork(manifest.action_names, manifest.action_nvec, manifest.env.grid_size, manifest.conditional,
-                         manifest.network)
+    """The policy network the manifest describes, with fresh weights; a ValueError if it would be too large."""
+    shape = (manifest.action_names, manifest.action_nvec, manifest.env.grid_size, manifest.conditional,
+             manifest.network)
+    check_network_size(*shape)  # before any memory is asked for
+    return PolicyNetwork(*shape)
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    """A uint8 array as an image, or a ValueError saying what the array is instead."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ValueError(f"A target array must be uint8 pixels of shape (H, W), (H, W, 3) or (H, W, 4), got "
+                         f"{array.dtype} of shape {array.shape}.")
+    return Image.fromarray(array)

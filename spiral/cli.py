@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -32,9 +33,8 @@ def replay(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train (or resume) a run; Ray and RLlib are imported only here."""
+    """Train (or resume) a run; Ray and RLlib are imported only here, after the settings are checked."""
     from spiral.experiment import Experiment
-    from spiral.rllib.trainer import Trainer, connect, run_experiment
 
     if args.resume and (args.pbt or args.name or args.overrides or args.preset):
         given = [flag for flag, value in (("--pbt", args.pbt), ("--name", args.name), ("--preset", args.preset),
@@ -43,10 +43,14 @@ def train(args: argparse.Namespace) -> None:
                          "change it; only --iterations and --address go with --resume.")
     if args.pbt and args.name:
         raise ValueError("--pbt names its population's folder <preset>-pbt itself; leave out --name.")
-    if args.resume:  # fail fast: before Ray starts
+    if args.resume:  # before Ray starts: the run's settings, and its lock (one process per run)
+        from spiral.rllib.trainer import run_experiment
+
         experiment = run_experiment(Path(args.resume))
-    else:
+    else:  # fail fast: before Ray and RLlib are even imported
         experiment = Experiment.from_preset(args.preset or "mnist-recon", args.overrides)
+    from spiral.rllib.trainer import Trainer, connect
+
     connect(args.address)
     if args.pbt:
         from spiral.rllib.pbt import run_pbt
@@ -214,8 +218,8 @@ def _report(paths: dict[str, Path]) -> None:
 def _positive(kind: type):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value > 0 and math.isfinite(value)):  # nan and inf parse as floats
+            raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
         return value
     return parse
 
@@ -229,13 +233,83 @@ def _at_least(minimum: int):
     return parse
 
 
+def demos(args: argparse.Namespace) -> None:
+    """Paint training images with the greedy search in the preset's action space: a demonstrations file."""
+    from spiral.demonstrations import SearchSettings, generate_demonstrations
+    from spiral.experiment import Experiment
+
+    experiment = Experiment.from_preset(args.preset, args.overrides)
+    search = SearchSettings(bank=args.bank, jumps=args.bank // 4 if args.jumps is None else args.jumps,
+                            seed=args.seed)
+    summary = generate_demonstrations(experiment, args.count, search, args.out, workers=args.workers)
+    print(summary.line())
+
+
+def pretrain(args: argparse.Namespace) -> None:
+    """Behaviour-clone a demonstrations file into the policy (teacher forcing); export RUN/agent."""
+    from spiral.pretrain import Pretrainer, PretrainSettings
+
+    given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr)) if value is not None}
+    if args.resume:
+        if given:
+            raise ValueError(f"--resume continues {args.out} with its own settings: leave out "
+                             f"{', '.join('--' + key for key in given)}.")
+        trainer = Pretrainer(Path(args.out), args.demos)
+    elif args.demos is None:
+        raise ValueError("Name the demonstrations to learn from: --demos FILE (made by `spiral demos`).")
+    else:
+        trainer = Pretrainer.start(args.demos, Path(args.out), PretrainSettings(**given))
+    run_dir = _shown(trainer.run_dir)
+    print(f"{len(trainer.train_rows)} demonstrations to learn from, {len(trainer.held_rows)} held out; images loaded "
+          f"and replayed in {trainer.replay_seconds:.1f} s; step {trainer.step}")
+    print(f"tensorboard --logdir {run_dir / 'tb'}")
+    try:
+        measured = trainer.run(minutes=args.minutes, steps=args.steps)
+    except KeyboardInterrupt:
+        trainer.checkpoint()
+        print(f"stopped at step {trainer.step}; continue with: spiral pretrain --out {run_dir} --resume")
+        return
+    finally:
+        trainer.close()
+    print(" ".join(f"{key} {value:.4f}" for key, value in measured.items()) + f" after {trainer.step} steps")
+    print(f"agent: {run_dir / 'agent'}")
+
+
+def _add_pipeline_commands(commands) -> None:
+    """``spiral demos`` and ``spiral pretrain``: the stages before RL (DESIGN.md, the learning pipeline)."""
+    demos_cmd = commands.add_parser("demos", help="search demonstrations: paint training images with a greedy "
+                                                  "stroke search, as JSONL (resumable)")
+    demos_cmd.add_argument("--preset", default="mnist-pen", help="a name in train/presets or a .toml path "
+                                                                 "(default: mnist-pen)")
+    demos_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. env.episode_length=10")
+    demos_cmd.add_argument("--count", type=_positive(int), required=True, help="the first COUNT training images")
+    demos_cmd.add_argument("--bank", type=_positive(int), default=120, help="random strokes tried per step (120)")
+    demos_cmd.add_argument("--jumps", type=_at_least(0), help="pen-up-then-paint candidates per step "
+                                                             "(default: bank / 4; with a pen flag only)")
+    demos_cmd.add_argument("--seed", type=_at_least(0), default=0)
+    demos_cmd.add_argument("--workers", type=_positive(int), default=1, help="processes painting in parallel")
+    demos_cmd.add_argument("--out", required=True, help="the JSONL file; an existing one is extended")
+    demos_cmd.set_defaults(run=demos)
+
+    pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations into the policy "
+                                                        "(teacher forcing); exports RUN/agent")
+    pretrain_cmd.add_argument("--demos", help="a file made by `spiral demos` (with --resume: the run's own)")
+    pretrain_cmd.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
+    pretrain_cmd.add_argument("--minutes", type=_positive(float), default=10.0, help="wall-clock budget (10)")
+    pretrain_cmd.add_argument("--steps", type=_positive(int), help="stop after this many Adam steps too")
+    pretrain_cmd.add_argument("--batch", type=_positive(int), help="episodes per step (default 64)")
+    pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3)")
+    pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    pretrain_cmd.set_defaults(run=pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiral", description="Painting agents with real brush strokes.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     random_cmd = commands.add_parser("paint-random", help="paint a random episode: PNG, GIF, JSON and SVG")
     random_cmd.add_argument("--out", default="output", help="output folder (default: output)")
-    random_cmd.add_argument("--seed", type=int, default=0)
+    random_cmd.add_argument("--seed", type=_at_least(0), default=0)
     random_cmd.add_argument("--brush", default="classic/dry_brush", help="see `spiral brushes`")
     random_cmd.add_argument("--canvas-size", type=_positive(int), default=64)
     random_cmd.add_argument("--grid", type=_positive(int), default=32)
@@ -273,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "reconstruction agent with --target, the shipped generator without)")
     paint_cmd.add_argument("--target", help="an image to reconstruct (conditional agents)")
     paint_cmd.add_argument("--out", default="output")
-    paint_cmd.add_argument("--seed", type=int, default=0)
+    paint_cmd.add_argument("--seed", type=_at_least(0), default=0)
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
@@ -305,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")
     classifier_cmd.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")
     classifier_cmd.add_argument("--epochs", type=_positive(int), default=4, help="passes over the training split")
-    classifier_cmd.add_argument("--seed", type=int, default=0)
+    classifier_cmd.add_argument("--seed", type=_at_least(0), default=0)
     classifier_cmd.add_argument("--out", help="the folder to write (default: agents/classifiers/<dataset>)")
     classifier_cmd.set_defaults(run=train_judge)
 
@@ -325,15 +399,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)
+    _add_pipeline_commands(commands)
     return parser
 
 
+class CommandError(SystemExit):
+    """A command refused its input or its environment: exit status 2, as argparse's usage errors.
+
+    ``main`` has already written the one-line ``spiral <command>: error: ...`` message to stderr;
+    ``str()`` gives it back to Python callers of ``main``.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; bad input ends it with one line on stderr and status 2, never a traceback.
+
+    That covers ValueError (envs.CanvasTooLargeError among them), OSError, ImportError and
+    MemoryError; KeyboardInterrupt is left to Python, as before.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, OSError, ImportError) as error:
-        sys.exit(f"spiral {args.command}: error: {error}")
+    except (ValueError, OSError, ImportError, MemoryError) as error:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        text = text or ("out of memory" if isinstance(error, MemoryError) else type(error).__name__)
+        message = f"spiral {args.command}: error: {text}"
+        print(message, file=sys.stderr)
+        raise CommandError(message) from None
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ canvas, with a 95% confidence interval over the images:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from envs import ActionCodec, PaintConfig, PaintEnv, Painter, mse
-from envs.actions import PAINT
+from envs import PaintConfig, PaintEnv, mse
 from spiral.agent import Agent
+from spiral.search import greedy_search
 
 
 @dataclass(frozen=True)
@@ -77,35 +78,15 @@ def search_score(config: PaintConfig, targets: np.ndarray, bank: int, seed: int 
     """Greedy search: each step paints the best of ``bank`` random strokes, or nothing if none helps.
 
     Every candidate is rendered with the real brush on the current canvas and taken back
-    (``Surface.snapshot`` / ``restore``); ``episode_length`` steps, like the agent.
+    (``Surface.snapshot`` / ``restore``); ``episode_length`` steps, like the agent. The search is
+    ``spiral.search.greedy_search`` as this baseline has always run it: at the canvas resolution,
+    one brush for candidates and chosen strokes, no pen-up moves, one random stream over all targets.
     """
     rng = np.random.default_rng(seed)
-    codec = ActionCodec(config)
+    flat = dataclasses.replace(config, render_scale=1)
 
     def paint(i: int, target: np.ndarray) -> np.ndarray:
-        painter = Painter(config.width, config.height, config.brush, config.background, 1.0, config.points_per_stroke)
-        try:
-            canvas, pen = painter.canvas(), (config.width / 2, config.height / 2)
-            for _ in range(config.episode_length):
-                best, best_error = None, mse(canvas, target)
-                saved = painter.surface.snapshot()
-                for _ in range(bank):
-                    action = rng.integers(0, codec.nvec)
-                    if "flag" in codec.index:
-                        action[codec.index["flag"]] = PAINT
-                    stroke = codec.stroke(action, pen)
-                    painter.draw(stroke)
-                    error = mse(painter.canvas(), target)
-                    painter.surface.restore(saved)
-                    if error < best_error:
-                        best, best_error = stroke, error
-                if best is None:  # no stroke helps: lift the pen for this step
-                    continue
-                painter.draw(best)
-                canvas, pen = painter.canvas(), best.end
-            return canvas
-        finally:
-            painter.close()
+        return greedy_search(flat, target, bank, rng, pen_up=False, replayable=False).canvas
 
     return _timed(f"greedy search ({bank} strokes)", targets, paint)
 

@@ -1,22 +1,29 @@
 """One object that describes an experiment, loaded from a preset file and command-line overrides.
 
 Presets are data (``train/presets/<name>.toml``), not code paths: every field below can be set
-in a preset and overridden on the command line as ``section.field=value``.
+in a preset and overridden on the command line as ``section.field=value``. Every value is checked
+here, once, before Ray or RLlib see it: its type from the dataclasses' type hints (a bool is not a
+number), its range or choices from ``LIMITS``; ``env`` and ``network`` by the types of
+``PaintConfig`` and ``NetworkConfig``, then by those classes themselves.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from envs import PaintConfig
+from envs import COMPONENTS, PaintConfig
 from envs.config import IN_ENV_REWARDS
+from spiral.datasets import DATASETS, FOLDER_PREFIX
 from spiral.policy import NetworkConfig
 from spiral.rewards import L2_MODES, LEARNER_REWARD_MODES
 from spiral.shipped import package_dir
@@ -89,6 +96,10 @@ class TrainingSettings:
     iterations: int = 100
     time_budget_s: float | None = None
     seed: int = 0
+    # An agent folder whose policy weights start this run (e.g. a supervised-pretrained policy):
+    # checked against env and network here (``Experiment._init_from_problems``), loaded when the
+    # algorithm builds (``spiral.rllib.module``); a resumed run starts from its checkpoint instead.
+    init_from: str | None = None
 
 
 @dataclass
@@ -101,8 +112,8 @@ class CheckpointSettings:
 @dataclass
 class Experiment:
     name: str = "experiment"
-    env: dict[str, Any] = field(default_factory=dict)  # PaintConfig settings
-    network: dict[str, Any] = field(default_factory=dict)  # NetworkConfig settings
+    env: dict[str, Any] = field(default_factory=dict, metadata={"settings": PaintConfig})
+    network: dict[str, Any] = field(default_factory=dict, metadata={"settings": NetworkConfig})
     data: DataSettings = field(default_factory=DataSettings)
     reward: RewardSettings = field(default_factory=RewardSettings)
     discriminator: DiscriminatorSettings = field(default_factory=DiscriminatorSettings)
@@ -110,9 +121,14 @@ class Experiment:
     checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
 
     def __post_init__(self) -> None:
+        # Each field on its own first: the checks across fields below assume well-typed values.
+        problems = _settings_problems(self, type(self), "") or self._consistency_problems()
+        if problems:
+            raise ValueError("Invalid experiment: " + "; ".join(problems) + ".")
+
+    def _consistency_problems(self) -> list[str]:
+        """What the fields, each valid on its own, get wrong together."""
         problems = []
-        if self.reward.mode not in LEARNER_REWARD_MODES:
-            problems.append(f"reward.mode must be one of {LEARNER_REWARD_MODES}, got {self.reward.mode!r}")
         if self.reward.mode in L2_MODES and not self.reward.conditional:
             problems.append(f"reward.mode={self.reward.mode!r} compares with targets: set reward.conditional=true")
         if self.env.get("reward", "none") in set(IN_ENV_REWARDS) - {"none"}:
@@ -122,17 +138,64 @@ class Experiment:
                             f"reward.mode=\"l2\" and leave env.reward=\"none\"")
         if self.reward.complement and not self.reward.conditional:
             problems.append("reward.complement needs reward.conditional=true")
-        if self.training.algorithm not in ALGORITHMS:
-            problems.append(f"training.algorithm must be one of {ALGORITHMS}, got {self.training.algorithm!r}")
-        if self.discriminator.loss not in DISCRIMINATOR_LOSSES:
-            problems.append(f"discriminator.loss must be one of {DISCRIMINATOR_LOSSES}")
-        try:
+        try:  # the types are checked: what is left is PaintConfig's own ranges and unknown keys
             self.paint_config()
+        except (TypeError, ValueError) as error:
+            problems.append(f"[env] {str(error).removeprefix('Invalid PaintConfig: ').rstrip('.')}")
+        # A weight of a component this env leaves out does nothing; a name of no component is a typo.
+        if unknown := sorted(set(self.training.entropy_weights) - set(COMPONENTS)):
+            problems.append(f"training.entropy_weights names {unknown}, which are not action components; "
+                            f"the components: {list(COMPONENTS)}")
+        try:
             self.network_config()
         except (TypeError, ValueError) as error:
             problems.append(str(error))
-        if problems:
-            raise ValueError("Invalid experiment: " + "; ".join(problems) + ".")
+        if self.training.init_from is not None and not problems:  # compared with a valid env and network
+            problems += self._init_from_problems()
+        return problems
+
+    def _init_from_problems(self) -> list[str]:
+        """Whether ``training.init_from`` is an agent whose policy fits this experiment's.
+
+        Cheap: only ``agent.json`` is read (the weights are loaded when the algorithm builds). A
+        fitting folder is recorded as an absolute path: Ray's workers and a later ``--resume`` (from
+        any directory) validate this experiment again and load the weights from it.
+        """
+        from envs import ActionCodec
+        from spiral.manifest import AgentManifest  # spiral.manifest imports this module
+
+        source = self.training.init_from
+        refused = f"training.init_from must be an exported agent folder (agent.json and policy.pt), got {source!r}"
+        try:
+            folder = Path(source).expanduser().resolve() if source.strip() else None
+            if folder is None or not folder.is_dir():
+                return [f"{refused}: no such folder"]
+            for name in ("agent.json", "policy.pt"):
+                if not (folder / name).is_file():
+                    return [f"{refused}: it has no {name}"]
+            manifest = AgentManifest.read(folder / "agent.json")
+        except (OSError, ValueError) as error:  # unreadable, or a name the file system refuses
+            return [f"{refused}: {str(error).rstrip('.')}"]
+        paint, network = self.paint_config(), self.network_config()
+        codec, theirs, ours = ActionCodec(paint), [], []
+        if (manifest.action_names, manifest.action_nvec) != (codec.names, tuple(codec.nvec.tolist())):
+            theirs.append(f"actions {list(manifest.action_names)} of sizes {list(manifest.action_nvec)}")
+            ours.append(f"actions {list(codec.names)} of sizes {codec.nvec.tolist()}")
+        if manifest.env.grid_size != paint.grid_size:
+            theirs.append(f"grid {manifest.env.grid_size}")
+            ours.append(f"grid {paint.grid_size}")
+        if manifest.conditional != self.reward.conditional:
+            theirs.append(f"reward.conditional={_shown(manifest.conditional)}")
+            ours.append(f"reward.conditional={_shown(self.reward.conditional)}")
+        for key, value in network.to_dict().items():
+            if getattr(manifest.network, key) != value:
+                theirs.append(f"network.{key}={_shown(getattr(manifest.network, key))}")
+                ours.append(f"network.{key}={_shown(value)}")
+        if theirs:
+            return [f"training.init_from {source} was trained with {', '.join(theirs)}; "
+                    f"this experiment uses {', '.join(ours)}"]
+        self.training.init_from = str(folder)
+        return []
 
     def paint_config(self) -> PaintConfig:
         return PaintConfig.from_dict(self.env)
@@ -140,7 +203,8 @@ class Experiment:
     def network_config(self) -> NetworkConfig:
         known = {f.name for f in fields(NetworkConfig)}
         if unknown := sorted(set(self.network) - known):
-            raise ValueError(f"Unknown network setting(s) {unknown}; known: {sorted(known)}")
+            raise ValueError(f"Unknown network setting(s) {[f'network.{key}' for key in unknown]}; "
+                             f"known: {sorted(known)}")
         return NetworkConfig(**self.network)
 
     def images(self, split: str) -> np.ndarray:
@@ -161,6 +225,8 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        if not isinstance(data, dict):
+            raise ValueError(f"An experiment must be a table of sections, got {_shown(data)}")
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
             raise ValueError(f"Unknown experiment section(s) {unknown}; known: {sorted(known)}")
@@ -169,18 +235,38 @@ class Experiment:
 
     @classmethod
     def from_preset(cls, name_or_path: str, overrides: list[str] = ()) -> Experiment:
-        """A preset by name (``train/presets/NAME.toml``) or path, then ``section.field=value`` overrides."""
+        """A preset by name (``train/presets/NAME.toml``) or path, then ``section.field=value`` overrides.
+
+        The preset is validated on its own first, so that a mistake in the file is reported with its
+        name, then again with the overrides.
+        """
         path = Path(name_or_path)
         if not path.suffix:
             path = PRESET_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # a name no file system takes: too long, say
+            found = False
+        if not found:
             available = sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
             raise ValueError(f"No preset {name_or_path!r}: no file {path}. Presets: {available}.")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"Preset {path} is not valid TOML: {error}") from error
+            raise ValueError(f"Preset {path} is not valid TOML: {error}") from None
+        except RecursionError:
+            raise ValueError(f"Preset {path} nests tables or arrays too deeply to be a preset.") from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"Preset {path} is not a text file: {error}") from None
+        except OSError as error:
+            raise ValueError(f"Preset {path} cannot be read: {error.strerror or error}") from None
         data.setdefault("name", path.stem)
+        try:
+            experiment = cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"Preset {path}: {error}") from None
+        if not overrides:
+            return experiment
         for override in overrides:
             _apply_override(data, override)
         return cls.from_dict(data)
@@ -197,6 +283,147 @@ SECTIONS = {
     "data": DataSettings, "reward": RewardSettings, "discriminator": DiscriminatorSettings,
     "training": TrainingSettings, "checkpoint": CheckpointSettings,
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers from ``low`` up to ``high`` (None: no bound); ``strict`` leaves ``low`` itself out."""
+
+    low: float | None = None
+    high: float | None = None
+    strict: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.strict else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.strict else '>='} {self.low:g}"
+        return f"in {'(' if self.strict else '['}{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few words, or (with ``prefix``) any word that starts with it, such as ``folder:<path>``."""
+
+    choices: tuple[str, ...]
+    prefix: str | None = None
+
+    def __contains__(self, value: str) -> bool:
+        return value in self.choices or bool(self.prefix and value.startswith(self.prefix) and value != self.prefix)
+
+    def __str__(self) -> str:
+        return f"one of {self.choices}" + (f" or '{self.prefix}...'" if self.prefix else "")
+
+
+# The allowed values of settings by full name, beyond their types (from the type hints). A limit on
+# a table or a list holds for each of its values. ``env`` settings are PaintConfig's to check.
+POSITIVE, NON_NEGATIVE, COUNT, FRACTION = Range(0, strict=True), Range(0), Range(1), Range(0, 1)
+LIMITS: dict[str, Range | OneOf] = {
+    "network.input_size": COUNT, "network.channels": COUNT, "network.res_blocks": NON_NEGATIVE,
+    "network.hidden": COUNT, "network.embedding": COUNT,
+    "data.dataset": OneOf(DATASETS, FOLDER_PREFIX), "data.limit": COUNT,
+    "reward.mode": OneOf(LEARNER_REWARD_MODES), "reward.discriminator_weight": NON_NEGATIVE,
+    "reward.l2_weight": NON_NEGATIVE, "reward.stroke_penalty": NON_NEGATIVE, "reward.blank_penalty": NON_NEGATIVE,
+    "discriminator.loss": OneOf(DISCRIMINATOR_LOSSES), "discriminator.width": COUNT, "discriminator.lr": POSITIVE,
+    "discriminator.gp_weight": NON_NEGATIVE, "discriminator.replay_batches": COUNT,
+    "training.algorithm": OneOf(ALGORITHMS), "training.lr": POSITIVE, "training.gamma": FRACTION,
+    "training.entropy_coeff": NON_NEGATIVE, "training.entropy_weights": NON_NEGATIVE,
+    "training.entropy_floor": FRACTION, "training.entropy_floor_coeff": NON_NEGATIVE,
+    "training.vf_loss_coeff": NON_NEGATIVE, "training.grad_clip": POSITIVE, "training.batch_episodes": COUNT,
+    "training.num_env_runners": NON_NEGATIVE,  # 0: one per CPU but one
+    "training.envs_per_env_runner": COUNT, "training.iterations": COUNT, "training.time_budget_s": POSITIVE,
+    "training.seed": NON_NEGATIVE,
+    "checkpoint.every": COUNT, "checkpoint.keep": COUNT, "checkpoint.image_every": COUNT,
+}
+# Where a type hint says less than the setting accepts: PaintConfig takes one int for a square canvas.
+HINTS: dict[str, Any] = {"env.canvas_size": int | tuple[int, int]}
+
+
+def _settings_problems(settings: Any, kind: type, prefix: str) -> list[str]:
+    """One message per field of the dataclass ``settings`` whose value does not fit its type hint and limit.
+
+    A section (a dataclass field) is walked field by field; a table of another class's settings
+    (``metadata={"settings": PaintConfig}``) is checked by that class's type hints, leaving its
+    unknown keys and ranges to the class itself.
+    """
+    problems, hints = [], typing.get_type_hints(kind)
+    for spec in fields(kind):
+        name, value, hint = prefix + spec.name, getattr(settings, spec.name), hints[spec.name]
+        schema = spec.metadata.get("settings")
+        if is_dataclass(hint) and isinstance(value, hint):
+            problems += _settings_problems(value, hint, name + ".")
+        elif schema is not None and isinstance(value, dict):
+            schema_hints = typing.get_type_hints(schema)
+            problems += [problem for key, item in value.items() if key in schema_hints
+                         for problem in _value_problems(item, schema_hints[key], f"{name}.{key}")]
+        else:
+            problems += _value_problems(value, hint, name)
+    return problems
+
+
+def _value_problems(value: Any, hint: Any, name: str) -> list[str]:
+    hint, limit = HINTS.get(name, hint), LIMITS.get(name)
+    if _fits(value, hint, limit):
+        return []
+    return [f"{name} must be {_described(hint, limit)}, got {_shown(value)}"]
+
+
+def _fits(value: Any, hint: Any, limit: Range | OneOf | None = None) -> bool:
+    """Whether ``value`` (as parsed from TOML or JSON) is of type ``hint`` and, at its leaves, within ``limit``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, option, limit) for option in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(key, args[0]) and _fits(item, args[1], limit)
+                                               for key, item in value.items())
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is list or args[-1] is Ellipsis:
+            return all(_fits(item, args[0], limit) for item in value)
+        return len(value) == len(args) and all(_fits(item, arg, limit) for item, arg in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:  # a bool is an int to Python, never to a setting
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:  # 2 is a number as well as 2.0; nan and inf are not
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif hint is str:
+        fits = isinstance(value, str)
+    else:
+        raise TypeError(f"no check for settings of type {hint!r}")
+    return fits and (limit is None or value in limit)
+
+
+def _described(hint: Any, limit: Range | OneOf | None = None, plural: bool = False) -> str:
+    """What ``_fits`` wants, in words: "a number > 0", "a list of 3 integers", ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [option for option in args if option is not type(None)]
+        words = " or ".join(_described(option, limit, plural) for option in options)
+        return words + (" (or left out)" if len(options) < len(args) else "")
+    if origin is dict:
+        return "a table" if args[1] is Any else f"a table of {_described(args[1], limit, plural=True)}"
+    if origin in (tuple, list):
+        if origin is list or args[-1] is Ellipsis:
+            return f"a list of {_described(args[0], limit, plural=True)}"
+        return f"a list of {len(args)} {_described(args[0], limit, plural=True)}"
+    if isinstance(limit, OneOf):
+        return ("words, each " if plural else "") + str(limit)
+    words = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+             float: ("a number", "numbers"), str: ("a string", "strings")}.get(hint, (str(hint), str(hint)))
+    return words[plural] + (f" {limit}" if limit is not None and hint is not bool else "")
+
+
+def _shown(value: Any) -> str:
+    """A value as a preset or an override writes it: ``true``, not ``True``."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _section(kind: type, values: Any, name: str):
@@ -218,8 +445,13 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text  # a bare word, such as a dataset name
+    except RecursionError:
+        raise ValueError(f"Override {key.strip()} nests arrays or tables too deeply to be a setting.") from None
     *parents, leaf = key.strip().split(".")
     target = data
-    for parent in parents:
+    for depth, parent in enumerate(parents, 1):
         target = target.setdefault(parent, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"Override {override!r}: {'.'.join(parents[:depth])} is a setting, not a section "
+                             "of settings")
     target[leaf] = value

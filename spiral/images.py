@@ -3,11 +3,15 @@
 Uploaded files can be anything: not an image, truncated, empty, a decompression bomb, 16-bit,
 CMYK, palette or with transparency. ``open_image`` turns each of these into either an RGB
 image or a ``ValueError`` whose message says what was wrong.
+
+Only the formats the app offers (``FORMATS``) are decoded: Pillow would otherwise hand a
+PostScript file to Ghostscript, where one is installed, and try a dozen rarely used decoders.
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,32 +19,58 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a decompression bomb is not
+MAX_BYTES = 256 * 2**20  # a 40-megapixel 16-bit TIFF fits; /dev/zero does not
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # Pillow's names; JPEG includes MPO (camera JPEGs)
 
 
 def open_image(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The first frame of an image file as RGB; transparency is composited over white."""
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
-    data = data if isinstance(data, bytes) else data.read()
+    data = _read(source)
     if not data:
         raise ValueError("The file is empty.")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow warns of images over its own limit; ours (max_pixels) is lower and refuses them below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = image.size
         if width * height > max_pixels:
             raise ValueError(f"The image is {width}x{height} pixels, more than the {max_pixels:,} allowed.")
+        if width < 1 or height < 1:
+            raise ValueError(f"The image is {width}x{height} pixels: it has no pixels to paint.")
         image.seek(0)  # animated GIF, multi-page TIFF: the first frame
         image.load()
     except UnidentifiedImageError as error:
         raise ValueError("The file is not an image this program can read (PNG, JPEG, WebP, GIF, BMP, TIFF).") from error
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # declared far over Pillow's limit, refused before decoding
+        raise ValueError(f"The image is larger than the {max_pixels:,} pixels allowed: {error}") from error
+    except (OSError, SyntaxError, EOFError) as error:
         raise ValueError(f"The image file is corrupt or truncated: {error}") from error
     return _to_rgb(image)
 
 
+def _read(source: str | Path | bytes | BinaryIO) -> bytes:
+    """At most ``MAX_BYTES`` of a file, a byte string or a binary stream; a ValueError beyond."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.exists() and not path.is_file():  # a folder, /dev/zero, a named pipe
+            raise ValueError(f"{path} is not an image file: it is not a regular file.")
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    else:
+        data = source if isinstance(source, (bytes, bytearray, memoryview)) else source.read(MAX_BYTES + 1)
+        data = bytes(data)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"The file is larger than the {MAX_BYTES // 2**20} MiB an image may have.")
+    return data
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float greyscale: rescale
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit, 32-bit and float greyscale: rescale
         values = np.asarray(image, dtype=np.float64)
-        low, high = values.min(), values.max()
+        finite = values[np.isfinite(values)]  # a float image may hold NaN and infinities: black and the extremes
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
         scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
         image = Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

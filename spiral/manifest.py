@@ -9,6 +9,7 @@ refused with a message that names the file and the field.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -130,7 +131,11 @@ def _decode_fields(kind: type, value: dict[str, Any], path: str) -> Any:
         if name not in value and spec.default is MISSING and spec.default_factory is MISSING:
             raise _FieldError(prefix + name, "is missing")
     hints = typing.get_type_hints(kind)
-    return kind(**{name: _decode(hints[name], item, prefix + name) for name, item in value.items()})
+    decoded = {name: _decode(hints[name], item, prefix + name) for name, item in value.items()}
+    try:
+        return kind(**decoded)
+    except (TypeError, ValueError) as error:  # a class that checks its own values (NetworkConfig)
+        raise _FieldError(path or kind.__name__, f"is invalid: {str(error).rstrip('.')}") from None
 
 
 def _decode(hint: Any, value: Any, path: str) -> Any:
@@ -152,10 +157,12 @@ def _decode(hint: Any, value: Any, path: str) -> Any:
         try:
             return hint.from_dict(value)
         except (TypeError, ValueError) as error:
-            raise _FieldError(path, f"is invalid: {error}") from None
+            raise _FieldError(path, f"is invalid: {str(error).rstrip('.')}") from None
     accepted, wanted = _JSON_TYPES[hint]
     if not isinstance(value, accepted) or (hint is not bool and isinstance(value, bool)):
         raise _FieldError(path, f"must be {wanted}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN and Infinity
+        raise _FieldError(path, f"must be a finite number, got {value!r}")
     return value
 
 

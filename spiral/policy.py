@@ -15,7 +15,10 @@ actions, which is what makes the learner's log-probabilities match the sampler's
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,13 @@ from torch import nn
 
 SPATIAL = ("end", "control")
 MAP = 8  # side of the encoder's feature map, which the spatial heads start from
+
+# Bounds on the size of a network, so that a network described by an untrusted file (an agent's
+# agent.json) is refused before its memory is asked for. The paper's network (spiral(), grid 32)
+# has 3.7 million parameters, and its first feature map 32 x 64 x 64 values per image.
+MAX_PARAMETERS = 100_000_000  # parameters and buffers: 400 MB of float32
+MAX_FEATURE_MAP = 2**26  # channels x input_size**2: 256 MB of float32 per image for the stem's output
+MAX_RES_BLOCKS = 100  # each is a module to build: a million of them take minutes before any check
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,24 @@ class NetworkConfig:
     embedding: int = 16  # per action component
     flag_paint_bias: float = 2.0  # initial logit of "paint" over "move": start by painting
 
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("input_size", "channels", "res_blocks", "hidden", "embedding"):
+            value, low = getattr(self, name), 0 if name == "res_blocks" else 1
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        bias = self.flag_paint_bias
+        if isinstance(bias, bool) or not isinstance(bias, Real) or not math.isfinite(bias):
+            problems.append(f"flag_paint_bias must be a finite number, got {bias!r}")
+        if not problems:
+            if self.res_blocks > MAX_RES_BLOCKS:
+                problems.append(f"res_blocks must be at most {MAX_RES_BLOCKS}, got {self.res_blocks}")
+            if self.channels * self.input_size**2 > MAX_FEATURE_MAP:
+                problems.append(f"channels x input_size**2 must be at most {MAX_FEATURE_MAP:,} (the stem's feature "
+                                f"map per image), got {self.channels} x {self.input_size}**2")
+        if problems:
+            raise ValueError("Invalid NetworkConfig: " + "; ".join(problems) + ".")
+
     @classmethod
     def small(cls) -> NetworkConfig:
         return cls()
@@ -46,6 +74,25 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_network_size(action_names: tuple[str, ...], action_nvec: tuple[int, ...], grid_size: int,
+                       conditional: bool, config: NetworkConfig) -> int:
+    """The parameters and buffers of the ``PolicyNetwork`` these arguments build, counted without
+    allocating them; a ValueError over ``MAX_PARAMETERS`` (a huge grid, action space or layer)."""
+    largest = (*action_nvec, grid_size**2, config.hidden**2, config.channels**2, config.embedding)
+    if max(largest) > MAX_PARAMETERS:  # one embedding or layer alone is too large
+        size = None  # too large to build even without memory: torch counts in 64 bits
+    else:
+        with torch.device("meta"):  # shapes only: no memory for the values
+            network = PolicyNetwork(action_names, action_nvec, grid_size, conditional, config)
+        size = sum(tensor.numel() for tensor in itertools.chain(network.parameters(), network.buffers()))
+    if size is None or size > MAX_PARAMETERS:
+        count = "more parameters than" if size is None else f"{size:,} parameters, more than"
+        raise ValueError(f"its policy network would have {count} the {MAX_PARAMETERS:,} allowed "
+                         f"(spiral.policy.MAX_PARAMETERS): action sizes {list(action_nvec)}, grid {grid_size}, "
+                         f"hidden {config.hidden}")
+    return size
 
 
 class ResBlock(nn.Module):

@@ -77,14 +77,14 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
     result = spiral(*(arg.format(tmp=tmp_path) for arg in args))
-    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_replay_refuses_a_file_that_is_not_a_program(tmp_path):
     bogus = tmp_path / "bogus.json"
     bogus.write_text('{"hello": "world"}')
     result = spiral("replay", str(bogus), "--out", str(tmp_path))
-    assert result.returncode != 0 and "Not a spiral painting program" in result.stderr
+    assert result.returncode == 2 and "Not a spiral painting program" in result.stderr
 
 
 def test_brushes_lists_the_collection():

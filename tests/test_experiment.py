@@ -52,3 +52,166 @@ def test_an_in_env_reward_that_the_learner_would_overwrite_is_refused_naming_bot
 def test_an_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="Presets: .*mnist-recon"):
         Experiment.from_preset("mnist-recn")
+
+
+# One bad value per kind of setting: each refused by the Experiment's own checks, naming the
+# field, the type and the range it wants, and the value it got.
+BAD_VALUES = [
+    ("training.lr=abc", "training.lr must be a number > 0, got 'abc'"),
+    ("training.lr=0", "training.lr must be a number > 0, got 0"),
+    ("training.lr=nan", "training.lr must be a number > 0, got nan"),
+    ("training.lr=inf", "training.lr must be a number > 0, got inf"),
+    ("training.lr=true", "training.lr must be a number > 0, got true"),
+    ("training.lr=[1e-3]", "training.lr must be a number > 0, got [0.001]"),
+    ("training.gamma=1.5", "training.gamma must be a number in [0, 1], got 1.5"),
+    ("training.iterations=true", "training.iterations must be an integer >= 1, got true"),
+    ("training.iterations=2.5", "training.iterations must be an integer >= 1, got 2.5"),
+    ("training.iterations=1e3", "training.iterations must be an integer >= 1, got 1000.0"),
+    ("training.batch_episodes=0", "training.batch_episodes must be an integer >= 1, got 0"),
+    ("training.num_env_runners=-1", "training.num_env_runners must be an integer >= 0, got -1"),
+    ("training.time_budget_s=-5", "training.time_budget_s must be a number > 0 (or left out), got -5"),
+    ("training.seed=-1", "training.seed must be an integer >= 0, got -1"),
+    ("training.algorithm=ppo", "training.algorithm must be one of ('impala', 'appo'), got 'ppo'"),
+    ("training.entropy_weights={flag=-1.0}", "training.entropy_weights must be a table of numbers >= 0, got "
+                                             "{'flag': -1.0}"),
+    ("training.entropy_weights=[1, 2]", "training.entropy_weights must be a table of numbers >= 0, got [1, 2]"),
+    ("training.entropy_weights={flg=2.0}", "training.entropy_weights names ['flg'], which are not action components"),
+    ("reward.conditional=1", "reward.conditional must be true or false, got 1"),
+    ("reward.mode=\"sparkles\"", "reward.mode must be one of ('final', 'temporal', 'l2', 'mix'), got 'sparkles'"),
+    ("reward.stroke_penalty=-0.1", "reward.stroke_penalty must be a number >= 0, got -0.1"),
+    ("discriminator.loss=hinge", "discriminator.loss must be one of ('wgan-gp', 'nonsaturating'), got 'hinge'"),
+    ("discriminator.width=8.0", "discriminator.width must be an integer >= 1, got 8.0"),
+    ("discriminator.lr=-1e-4", "discriminator.lr must be a number > 0, got -0.0001"),
+    ("data.dataset=mnst", "data.dataset must be one of ('mnist', 'fashion-mnist', 'glyphs', 'lfw', 'photos') or "
+                          "'folder:...', got 'mnst'"),
+    ("data.limit=0", "data.limit must be an integer >= 1 (or left out), got 0"),
+    ("data.color=\"yes\"", "data.color must be true or false, got 'yes'"),
+    ("checkpoint.keep=0", "checkpoint.keep must be an integer >= 1, got 0"),
+    ("network.hidden=0", "network.hidden must be an integer >= 1, got 0"),
+    ("network.channels=true", "network.channels must be an integer >= 1, got true"),
+    ("network.flag_paint_bias=\"high\"", "network.flag_paint_bias must be a number, got 'high'"),
+    # env: the types from PaintConfig's hints, the ranges from PaintConfig itself
+    ("env.grid_size=true", "env.grid_size must be an integer, got true"),
+    ("env.fixed_size=\"big\"", "env.fixed_size must be a number, got 'big'"),
+    ("env.background=[0, 0]", "env.background must be a list of 3 integers, got [0, 0]"),
+    ("env.canvas_size=\"big\"", "env.canvas_size must be an integer or a list of 2 integers, got 'big'"),
+    ("env.brush_sizes=[1, \"x\"]", "env.brush_sizes must be a list of numbers, got [1, 'x']"),
+    ("env.use_color=0", "env.use_color must be true or false, got 0"),
+    ("env.grid_size=0", "[env] grid_size must be an int >= 1, got 0"),
+    ("env.fixed_color=[0, 0, 300]", "[env] fixed_color must be three ints in 0..255"),
+    ("env.brush_sizes=[]", "[env] brush_sizes must be 1 to 64 finite positive radii"),
+    ("name=5", "name must be a string, got 5"),
+    ("env=5", "env must be a table, got 5"),
+    ("training=5", "[training] must be a table of settings, got 5"),
+    ("training.lr.x=1", "training.lr is a setting, not a section of settings"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[override for override, _ in BAD_VALUES])
+def test_a_bad_value_is_refused_with_the_field_the_type_and_the_range(override, message):
+    with pytest.raises(ValueError) as refused:
+        Experiment.from_preset("smoke", [override])
+    assert message in str(refused.value)
+
+
+def test_every_setting_is_type_checked_by_its_full_name():
+    """No field escapes: a value of the wrong type in any field of any section is refused, naming it."""
+    from dataclasses import fields
+
+    from spiral.experiment import SECTIONS
+
+    for section, kind in SECTIONS.items():
+        for spec in fields(kind):
+            wrong = 7 if spec.type == "str" else "seven"
+            with pytest.raises(ValueError, match=rf"\b{section}\.{spec.name} must be "):
+                Experiment.from_dict({section: {spec.name: wrong}})
+
+
+def test_the_limits_table_names_only_real_settings():
+    from dataclasses import fields
+
+    from spiral.experiment import LIMITS, SECTIONS
+    from spiral.policy import NetworkConfig
+
+    kinds = SECTIONS | {"network": NetworkConfig}
+    for name in LIMITS:
+        section, setting = name.split(".")
+        assert setting in {spec.name for spec in fields(kinds[section])}, name
+
+
+def test_numbers_accept_integers_and_optional_settings_none():
+    experiment = Experiment.from_preset("smoke", ["training.lr=1", "env.canvas_size=16", "env.fixed_size=2"])
+    assert experiment.training.lr == 1 and experiment.paint_config().canvas_size == (16, 16)
+    data = experiment.to_dict()
+    assert data["training"]["time_budget_s"] is None and data["data"]["limit"] == 64
+    assert Experiment.from_dict(data) == experiment  # experiment.json holds null for an unset setting
+
+
+def test_every_problem_is_named_at_once():
+    with pytest.raises(ValueError) as refused:
+        Experiment.from_preset("smoke", ["training.lr=abc", "checkpoint.every=0", "env.grid_size=true"])
+    message = str(refused.value)
+    assert "training.lr" in message and "checkpoint.every" in message and "env.grid_size" in message
+
+
+def test_a_preset_file_with_a_bad_value_is_named(tmp_path):
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[training]\nlr = "fast"\n')
+    with pytest.raises(ValueError, match=rf"Preset {preset}: .*training.lr must be a number > 0, got 'fast'"):
+        Experiment.from_preset(str(preset))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[training\nlr = 1", "is not valid TOML"),
+        (b"[training]\nlr = ", "is not valid TOML"),
+        (b"\xff\xfe[training]", "is not a text file"),
+        (b"training = 5", "must be a table of settings"),
+        (b"[optimizer]\nlr = 1", r"Unknown experiment section\(s\) \['optimizer'\]"),
+    ],
+)
+def test_a_broken_preset_file_is_refused_with_its_name(tmp_path, content, message):
+    preset = tmp_path / "broken.toml"
+    preset.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"Preset {preset}.*{message}"):
+        Experiment.from_preset(str(preset))
+
+
+def test_an_unreadable_preset_file_is_refused_with_its_name(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    preset = tmp_path / "locked.toml"
+    preset.write_text("[training]\nlr = 1e-3\n")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)  # tests run as root, whom chmod does not stop
+    with pytest.raises(ValueError, match=rf"Preset {preset} cannot be read: Permission denied"):
+        Experiment.from_preset(str(preset))
+
+
+def test_spiral_train_refuses_a_bad_setting_before_ray_starts():
+    """The settings' own message, not RLlib's; no traceback; no Ray (not even imported), so it is quick."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    started = time.monotonic()
+    result = subprocess.run([spiral, "train", "--preset", "smoke", "training.lr=abc"], capture_output=True,
+                            text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "spiral train: error: Invalid experiment: training.lr must be a number > 0, got 'abc'" in result.stderr
+    assert "Traceback" not in output and "Ray" not in output and "Invalid `lr`" not in output
+    assert elapsed < 10, elapsed
+    code = ("import sys\nfrom spiral.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
+            "    print('ray imported' if 'ray' in sys.modules else 'ray not imported')")
+    result = subprocess.run([sys.executable, "-c", code, "train", "--preset", "smoke", "training.lr=abc"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and result.stdout.strip() == "ray not imported", result.stdout + result.stderr

@@ -1,5 +1,6 @@
 """Training with the real RLlib on a local Ray: rewards, the discriminator, checkpoints, export."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from spiral.agent import load_agent
 from spiral.curves import read_scalars
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
-from spiral.rllib.trainer import WORKER_ENV, Trainer
+from spiral.rllib.trainer import LOCK_FILE, WORKER_ENV, Trainer, lock_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -72,6 +73,7 @@ def test_final_reward_training_without_targets_gives_the_discriminator_one_final
         result = trainer.run(2, progress=False)
     finally:
         trainer.stop()
+    assert not (trainer.run_dir / LOCK_FILE).exists()  # stopped: the run is free, nothing to take over
     learners = result["learners"]
     assert learners["discriminator"]["final_canvases"] == experiment.training.batch_episodes
     assert np.isfinite(learners["default_policy"]["reward_mean"]) and learners["default_policy"]["reward_mean"] != 0
@@ -97,6 +99,23 @@ def test_resume_continues_iteration_and_step_counters(trained_run):
         assert (trainer.run_dir / "checkpoints" / "iter-000005").is_dir()
     finally:
         resumed.stop()
+    # The first trainer of the run still has it: the lock goes with the last trainer of the process.
+    assert json.loads((trainer.run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_run_is_locked_while_its_trainer_lives(trained_run):
+    """Another process asking for it is refused (tests/test_run_lock.py); this one shares the lock."""
+    import fcntl
+
+    trainer, _ = trained_run
+    assert json.loads((trainer.run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert lock_run(trainer.run_dir) is None  # the same process: no refusal
+    fd = os.open(trainer.run_dir / LOCK_FILE, os.O_RDWR)  # as another process opens it
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
 
 
 def test_exported_agent_paints_in_a_process_that_never_imports_ray(trained_run):
@@ -139,8 +158,10 @@ def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
     import shutil
 
     trainer, _ = trained_run
+    # A copy: the trainer of this module holds its run, and would refuse the export.
+    run = shutil.copytree(trainer.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_FILE))
     spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
-    result = subprocess.run([spiral, "export", str(trainer.run_dir), "--out", str(tmp_path / "exported")],
+    result = subprocess.run([spiral, "export", str(run), "--out", str(tmp_path / "exported")],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     agent = load_agent(tmp_path / "exported")
@@ -181,11 +202,24 @@ def test_an_agent_learns_to_beat_the_blank_canvas_on_a_simple_target(local_ray, 
     experiment = smoke(f'data.dataset="folder:{folder}"', 'reward.mode="l2"', "training.envs_per_env_runner=8",
                        "training.lr=1e-3", "checkpoint.every=1000")
     trainer = Trainer.start(experiment, tmp_path / "runs")
-    final = []
+    final, discriminator_stats = [], []
+
+    def record(iteration: int, result: dict) -> None:
+        final.append(result.get("env_runners", {}).get("final_l2"))
+        discriminator_stats.append(set(result.get("learners", {}).get("discriminator", {})))
+
+    def discriminator_weights() -> dict:
+        return trainer.algo.learner_group.get_weights(["discriminator"])["discriminator"]
+
+    untouched = discriminator_weights()
     try:
-        trainer.run(80, progress=False,
-                    on_iteration=lambda i, result: final.append(result.get("env_runners", {}).get("final_l2")))
+        trainer.run(80, progress=False, on_iteration=record)
+        judged = discriminator_weights()
     finally:
         trainer.stop()
     learned = min(value for value in final[-20:] if value is not None and np.isfinite(value))
     assert learned < 0.85 * blank_l2, (learned, blank_l2)
+    # The L2 reward needs no discriminator: it is neither run nor trained (benchmarks/learner_step.py).
+    assert not any({"wasserstein", "d_real", "d_fake"} & stats for stats in discriminator_stats), discriminator_stats
+    assert untouched.keys() == judged.keys()
+    assert all(np.array_equal(np.asarray(untouched[key]), np.asarray(judged[key])) for key in untouched)

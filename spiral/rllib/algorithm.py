@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -14,6 +15,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.registry import register_env
 
 from envs import PaintEnv
+from spiral.agent import load_agent
 from spiral.experiment import Experiment
 from spiral.rllib.learner import SpiralAppoLearner, SpiralImpalaLearner
 from spiral.rllib.module import DISCRIMINATOR_ID, DiscriminatorModule, SpiralPolicyModule
@@ -29,7 +31,14 @@ def make_env(env_config: dict[str, Any]) -> PaintEnv:
 
 
 def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
-    """The policy (everywhere) and the discriminator (learners only)."""
+    """The policy (everywhere) and the discriminator (learners only).
+
+    With ``training.init_from`` the policy starts from that agent's weights: the whole agent is
+    loaded here once, so that weights that do not fit are refused before any worker starts.
+    """
+    init_from = experiment.training.init_from
+    if init_from is not None:
+        load_agent(init_from)
     env = make_env({"experiment": experiment.to_dict()})
     paint = env.config
     policy = RLModuleSpec(
@@ -43,6 +52,8 @@ def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
             "conditional": env.conditional,
             "network": experiment.network_config().to_dict(),
             "max_seq_len": paint.episode_length + 1,  # one whole episode per row
+            # Absolute (the experiment resolves it): every learner and env runner loads it.
+            **({} if init_from is None else {"init_from": str(Path(init_from) / "policy.pt")}),
         },
     )
     if paint.height != paint.width:

@@ -77,7 +77,10 @@ class SpiralLearnerMixin:
         policy_batch = batch[DEFAULT_MODULE_ID]
         policy_batch[Columns.REWARDS] = self.rewards(policy_batch)
         losses = super().compute_losses(fwd_out=fwd_out, batch=batch)
-        losses[DISCRIMINATOR_ID] = self.discriminator_update_loss(policy_batch)
+        if self.experiment.reward.mode in DISCRIMINATOR_MODES:
+            losses[DISCRIMINATOR_ID] = self.discriminator_update_loss(policy_batch)
+        else:  # nothing to judge: no forward, no gradient penalty, weights left as they are
+            losses[DISCRIMINATOR_ID] = self.idle_discriminator_loss()
         return losses
 
     # -- rewards -----------------------------------------------------------------------------
@@ -107,6 +110,15 @@ class SpiralLearnerMixin:
         return rewards
 
     # -- the discriminator -------------------------------------------------------------------
+
+    def idle_discriminator_loss(self) -> torch.Tensor:
+        """A loss of exactly 0 that reaches every parameter of the discriminator.
+
+        RLlib's optimiser step wants a gradient tensor for every parameter it holds, so an unused
+        module cannot simply be left out of the losses: zero gradients leave Adam's moments, and
+        so the weights, unchanged, at the cost of a sum instead of a forward and a double backward.
+        """
+        return sum(parameter.sum() for parameter in self.discriminator.parameters()) * 0.0
 
     def discriminator_update_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The discriminator's loss on real images vs. recent final canvases."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from ray.rllib.core.rl_module.apis import TargetNetworkAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.apis.target_network_api import TARGET_NETWORK_ACTION_DIST_INPUTS
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from spiral.agent import load_weights
 from spiral.discriminator import Discriminator, to_input
 from spiral.policy import NetworkConfig, PolicyNetwork
 
@@ -28,8 +30,11 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     exact autoregressive log-probability and per-head entropies.
 
     ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``
-    and ``network`` (a ``NetworkConfig`` as a dict). The target network (a slowly updated copy
-    of the whole network) is what APPO needs; IMPALA never makes one.
+    and ``network`` (a ``NetworkConfig`` as a dict); ``init_from``, if set, is an agent's
+    ``policy.pt`` (a plain ``state_dict``: ``spiral.agent``) whose weights the network starts
+    from, on learners and env runners alike (a restored checkpoint replaces them afterwards). The
+    target network (a slowly updated copy of the whole network) is what APPO needs; IMPALA never
+    makes one.
     """
 
     def setup(self) -> None:
@@ -38,6 +43,9 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
             tuple(config["action_names"]), tuple(config["action_nvec"]), config["grid_size"],
             config["conditional"], NetworkConfig(**config.get("network", {})),
         )
+        if config.get("init_from"):
+            # torch.load(weights_only=True): plain tensors or a ValueError; every key must fit.
+            self.net.load_state_dict(load_weights(Path(config["init_from"])), strict=True)
 
     def get_initial_state(self) -> dict[str, np.ndarray]:
         hidden = self.net.config.hidden

@@ -1,0 +1,342 @@
+"""Search demonstrations: how a greedy stroke search paints training images, as a JSONL file.
+
+The first stage of the learning pipeline (docs: DESIGN.md): ``spiral.search.greedy_search``
+paints each of the first ``count`` training images of an experiment's dataset in the
+experiment's action space, and ``spiral.pretrain`` clones what it did into the policy.
+
+The file is JSON Lines. The first line is a header, stamped with ``DEMO_FORMAT``::
+
+    {"format": "spiral-demonstrations", "version": 1,
+     "preset": "mnist-pen",
+     "env": {...PaintConfig...},
+     "data": {"dataset": "mnist", "color": false, "invert": false, "split": "train", "seed": 0},
+     "search": {"bank": 120, "jumps": 30, "jump_factor": 2.0, "seed": 0},
+     "experiment": {...the whole experiment: the network pretraining builds...}}
+
+then one line per painted image, in the order they finished::
+
+    {"index": 17, "actions": [[1, 530, 498, 2], ...], "mse": 0.0412}
+
+``index`` is the image's place in the training split (loaded as ``data`` says), ``actions`` one
+action per step, and ``mse`` what replaying them through ``PaintEnv`` on that image gives, exactly.
+Lines are appended as the images finish, so an interrupted run leaves a valid file: a reader
+ignores a last line cut short, and ``generate_demonstrations`` picks up where it stopped, skipping
+the indices already there (after checking that the header asks for the same settings).
+
+The search of image ``i`` draws from ``np.random.default_rng([search.seed, i])``: a demonstration
+depends on its image and the settings only, not on the worker that painted it or the order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from envs import ActionCodec, InvalidActionError, PaintConfig, mse
+from envs.storage import FileFormat, write_file
+from spiral.search import JUMP_FACTOR, greedy_search
+
+if TYPE_CHECKING:  # spiral.experiment imports torch: a search worker does without
+    from spiral.experiment import Experiment
+
+DEMO_FORMAT = FileFormat("spiral-demonstrations", 1, "spiral demonstrations file")
+SPLIT = "train"  # demonstrations are made on training images only: the test split measures
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the search that makes the demonstrations runs (``spiral.search.greedy_search``)."""
+
+    bank: int = 120  # random paint candidates per step
+    jumps: int = 30  # random pen-up-and-paint-from-there candidates per step (with a pen flag)
+    jump_factor: float = JUMP_FACTOR
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, low in (("bank", 1), ("jumps", 0), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        factor = self.jump_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 0:
+            problems.append(f"jump_factor must be a finite number >= 0, got {factor!r}")
+        if problems:
+            raise ValueError("Invalid search settings: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """How the search painted one training image: its index, one action per step, the final MSE."""
+
+    index: int
+    actions: np.ndarray  # (episode_length, components) int64
+    mse: float
+
+    def to_json(self) -> str:
+        return json.dumps({"index": self.index, "actions": self.actions.tolist(), "mse": self.mse})
+
+
+@dataclass
+class Demonstrations:
+    """A demonstrations file as read: its header and its demonstrations, sorted by index."""
+
+    path: Path
+    header: dict[str, Any]  # the header without ``format`` and ``version``
+    demos: list[Demonstration]
+
+    @property
+    def config(self) -> PaintConfig:
+        return PaintConfig.from_dict(self.header["env"])
+
+    @property
+    def indices(self) -> list[int]:
+        return [demo.index for demo in self.demos]
+
+    def experiment(self) -> Experiment:
+        """The experiment the demonstrations were made for: its network is the one to pretrain."""
+        from spiral.experiment import Experiment
+
+        try:
+            return Experiment.from_dict(self.header["experiment"])
+        except ValueError as error:
+            raise ValueError(f"{self.path}: the header's experiment is not valid here: {error}") from None
+
+    def targets(self) -> np.ndarray:
+        """The training images the demonstrations paint, in their order, (N, H, W, 3) uint8."""
+        if not self.demos:
+            return np.zeros((0, *self.config.canvas_size, 3), np.uint8)
+        images = training_images(self.header["data"], self.config, max(self.indices) + 1)
+        return np.ascontiguousarray(images[self.indices])
+
+
+def demo_header(experiment: Experiment, search: SearchSettings) -> dict[str, Any]:
+    """The header line of a demonstrations file for ``experiment`` and ``search`` (stamped)."""
+    data = experiment.data
+    return DEMO_FORMAT.stamp({
+        "preset": experiment.name,
+        "env": experiment.paint_config().to_dict(),
+        "data": {"dataset": data.dataset, "color": data.color, "invert": data.invert, "split": SPLIT,
+                 "seed": experiment.training.seed},
+        "search": asdict(search),
+        "experiment": experiment.to_dict(),
+    })
+
+
+# What must agree for a file to be extended: the rest of the experiment (learning rates ...) may change.
+MATCHED = ("preset", "env", "data", "search")
+
+
+def training_images(data: dict[str, Any], config: PaintConfig, count: int) -> np.ndarray:
+    """The first ``count`` training images as the header's ``data`` loads them (a prefix of the split)."""
+    from spiral.datasets import load_dataset
+
+    images = load_dataset(data["dataset"], config.canvas_size, color=data["color"], invert=data["invert"],
+                          limit=count, seed=data["seed"]).train
+    if len(images) < count:
+        raise ValueError(f"{data['dataset']} has {len(images)} training images; {count} were asked for.")
+    return images
+
+
+def read_demonstrations(path: str | Path) -> Demonstrations:
+    """Read and check a demonstrations file; a ValueError names the line that is wrong.
+
+    Every action is checked against the header's action space, every episode has the header's
+    length, and no index appears twice. A last line without its newline that does not parse (a
+    write cut short) is ignored.
+    """
+    path = Path(path)
+    header, lines = _read_lines(path)
+    config = _config(header, path)
+    codec = ActionCodec(config)
+    demos, seen = [], set()
+    for number, line in lines:
+        demo = _demonstration(line, codec, config.episode_length, f"{path}, line {number}")
+        if demo.index in seen:
+            raise ValueError(f"{path}, line {number}: index {demo.index} appears twice.")
+        seen.add(demo.index)
+        demos.append(demo)
+    return Demonstrations(path, header, sorted(demos, key=lambda demo: demo.index))
+
+
+def _read_lines(path: Path) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    """The header's body and the complete demonstration lines (numbered from 1, the header's line)."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Not a {DEMO_FORMAT.description}: {path} is not UTF-8 text ({error}).") from error
+    lines = text.split("\n")
+    last = lines.pop()  # "" when the file ends with a newline; else a line that may have been cut short
+    if not lines:
+        raise ValueError(f"Not a {DEMO_FORMAT.description}: {path} has no complete header line.")
+    header = DEMO_FORMAT.parse(lines[0], f"{path} (header line)")
+    numbered = [(number, line) for number, line in enumerate(lines[1:], 2) if line.strip()]
+    if last.strip() and _parses(last):
+        numbered.append((len(lines) + 1, last))
+    return header, numbered
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _config(header: dict[str, Any], path: Path) -> PaintConfig:
+    for key in MATCHED + ("experiment",):
+        if not isinstance(header.get(key), str if key == "preset" else dict):
+            raise ValueError(f"{path}: the header lacks {key!r} (or it is malformed).")
+    try:
+        return PaintConfig.from_dict(header["env"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: the header's env is not a valid PaintConfig: {error}") from None
+
+
+def _demonstration(line: str, codec: ActionCodec, length: int, where: str) -> Demonstration:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where} is not valid JSON ({error}).") from None
+    if not isinstance(record, dict) or set(record) != {"index", "actions", "mse"}:
+        raise ValueError(f"{where} must be an object with index, actions and mse, got {line[:200]!r}.")
+    index, actions, error = record["index"], record["actions"], record["mse"]
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"{where}: index must be an integer >= 0, got {index!r}.")
+    if isinstance(error, bool) or not isinstance(error, (int, float)) or not math.isfinite(error):
+        raise ValueError(f"{where}: mse must be a finite number, got {error!r}.")
+    if not isinstance(actions, list) or len(actions) != length:
+        raise ValueError(f"{where}: actions must be a list of {length} actions (episode_length), got "
+                         f"{len(actions) if isinstance(actions, list) else type(actions).__name__}.")
+    for step, action in enumerate(actions):
+        if not isinstance(action, list) or not all(type(value) is int for value in action):
+            raise ValueError(f"{where}: action {step} must be a list of integers, got {json.dumps(action)[:200]}.")
+    try:
+        checked = [codec.validate(action) for action in actions]
+    except InvalidActionError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return Demonstration(index, np.stack(checked).astype(np.int64), float(error))
+
+
+# --- making them ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Summary:
+    """What a ``generate_demonstrations`` call did: the file's totals and this call's cost."""
+
+    path: Path
+    total: int  # demonstrations in the file
+    new: int  # painted by this call
+    mean_mse: float  # over the file's demonstrations
+    blank_mse: float  # the blank canvas on the same images
+    seconds: float  # wall-clock time of this call's painting
+    cpu_seconds: float  # search time summed over the workers
+
+    def line(self) -> str:
+        per = f"{self.seconds / self.new:.3f} s per image ({self.cpu_seconds / self.new:.3f} CPU-s)" if self.new else \
+            "nothing new to paint"
+        return (f"{self.total} demonstrations in {self.path} ({self.new} new): mean MSE {self.mean_mse:.4f} "
+                f"(blank canvas {self.blank_mse:.4f}); {per}")
+
+
+def generate_demonstrations(experiment: Experiment, count: int, search: SearchSettings, out: str | Path,
+                            workers: int = 1, progress: bool = True) -> Summary:
+    """Paint the first ``count`` training images with the search, appending to the JSONL file ``out``.
+
+    Indices already in ``out`` are skipped (a rerun resumes); a file whose header asks for other
+    settings is refused. ``workers`` > 1 paints in that many processes, each with its own renderer.
+    """
+    from tqdm import tqdm
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+    limit = experiment.data.limit
+    if limit is not None and count > limit:
+        raise ValueError(f"The experiment limits its data to {limit} images per split (data.limit); "
+                         f"asked for {count}.")
+    out = Path(out)
+    header = demo_header(experiment, search)
+    done = _prepare(out, header)
+    config = experiment.paint_config()
+    targets = training_images(header["data"], config, count)
+    todo = [index for index in range(count) if index not in done]
+    start, cpu = time.perf_counter(), 0.0
+    bar = tqdm(total=count, initial=count - len(todo), desc="demonstrations", unit="img", disable=not progress)
+    with open(out, "a", encoding="utf-8") as file, bar:
+        for demo, seconds in _paint_all(config, search, targets, todo, workers):
+            file.write(demo.to_json() + "\n")
+            file.flush()
+            done[demo.index] = demo.mse
+            cpu += seconds
+            bar.update()
+            bar.set_postfix(mse=f"{np.mean(list(done.values())):.4f}")
+    elapsed = time.perf_counter() - start
+    painted = [index for index in range(count) if index in done]
+    blank = np.full_like(targets[0], config.background)
+    blank_mse = float(np.mean([float(mse(blank, targets[index])) for index in painted])) if painted else math.nan
+    return Summary(out, len(done), len(todo), float(np.mean(list(done.values()))) if done else math.nan, blank_mse,
+                   elapsed, cpu)
+
+
+def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
+    """Start ``out`` with ``header``, or check its header and trim a cut-short last line; the done indices."""
+    if not out.exists() or out.stat().st_size == 0:
+        write_file(out, lambda path: path.write_text(json.dumps(header) + "\n"))
+        return {}
+    existing = read_demonstrations(out)
+    body = DEMO_FORMAT.check(header, "the asked settings")
+    different = [key for key in MATCHED if existing.header.get(key) != body[key]]
+    if different:
+        details = "; ".join(f"{key}: the file has {json.dumps(existing.header.get(key))}, asked "
+                            f"{json.dumps(body[key])}" for key in different)
+        raise ValueError(f"{out} holds demonstrations made with other settings ({details}). Write to another "
+                         f"file, or delete this one to start over.")
+    text = out.read_text()
+    if not text.endswith("\n"):  # a last line cut short (ignored) or without its newline: rewrite whole lines
+        lines = [DEMO_FORMAT.stamp(existing.header)] + [json.loads(demo.to_json()) for demo in existing.demos]
+        write_file(out, lambda path: path.write_text("".join(json.dumps(line) + "\n" for line in lines)))
+    return {demo.index: demo.mse for demo in existing.demos}
+
+
+def _paint_all(config: PaintConfig, search: SearchSettings, targets: np.ndarray, todo: list[int],
+               workers: int) -> Iterator[tuple[Demonstration, float]]:
+    """The demonstrations of ``todo``, as they finish, with the seconds each took."""
+    jobs = ((index, np.ascontiguousarray(targets[index])) for index in todo)
+    if workers == 1 or len(todo) <= 1:
+        _start_worker(config.to_dict(), asdict(search))
+        yield from map(_paint_one, jobs)
+        return
+    # Fork where there is one: no interpreter to start, and no resource-tracker process left running after the
+    # pool (spawn's). The workers never touch torch (spiral.search is numpy and libmypaint), so a parent whose
+    # torch has started threads is no hazard to them.
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(min(workers, len(todo)), _start_worker, (config.to_dict(), asdict(search))) as pool:
+        yield from pool.imap_unordered(_paint_one, jobs)
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(config: dict[str, Any], search: dict[str, Any]) -> None:
+    _worker["config"], _worker["search"] = PaintConfig.from_dict(config), SearchSettings(**search)
+
+
+def _paint_one(job: tuple[int, np.ndarray]) -> tuple[Demonstration, float]:
+    index, target = job
+    config, search = _worker["config"], _worker["search"]
+    start = time.perf_counter()
+    result = greedy_search(config, target, search.bank, np.random.default_rng([search.seed, index]),
+                           jumps=search.jumps, jump_factor=search.jump_factor)
+    demo = Demonstration(index, np.asarray(result.actions, np.int64), result.mse)
+    return demo, time.perf_counter() - start

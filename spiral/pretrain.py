@@ -1,0 +1,326 @@
+"""Behaviour cloning of search demonstrations into the policy network, by teacher forcing.
+
+The second stage of the learning pipeline (DESIGN.md): the policy should arrive at RL already
+painting. Each demonstration (``spiral.demonstrations``) is replayed through ``PaintEnv``, with
+the same settings and its training image as the target, which gives the observations the policy
+would have seen; the network reads the whole episode from ``initial_state``, every autoregressive
+head is fed the demonstrated choices of the heads before it (``teacher_forced_logits``), and the
+loss is the negative log-likelihood of the demonstrated actions, summed over the action
+components and averaged over the steps. Adam; a held-out part of the demonstrations measures the
+same NLL on episodes never trained on.
+
+A run folder holds:
+
+=====================  ==========================================================================
+``pretrain.json``      the demonstrations file, its header, the settings and the held-out indices
+``checkpoint/``        ``policy.pt``, ``optimizer.pt`` (``torch.save``'d state_dicts) and
+                       ``state.json`` (step, seconds, the batch sampler's state), written whole
+``agent/``             the policy as an exported agent: ``spiral eval --agent RUN/agent`` scores it
+``tb/``                TensorBoard: train and held-out NLL, per component too; held-out greedy MSE
+=====================  ==========================================================================
+
+Replayed episodes are cached in memory as uint8 canvases: episode_length x canvas pixels each
+(15 x 64 x 64 x 3 bytes, 184 kB, for ``mnist-pen``; 1,000 demonstrations take 184 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from envs import PaintConfig, PaintEnv
+from envs.storage import FileFormat, write_file, write_folder
+from spiral.agent import load_agent, load_weights, write_agent
+from spiral.demonstrations import Demonstrations, read_demonstrations
+from spiral.manifest import AgentManifest, TrainingRecord
+from spiral.policy import PolicyNetwork, check_network_size
+
+RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
+STATE_FORMAT = FileFormat("spiral-pretrain-checkpoint", 1, "spiral pretraining checkpoint")
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    batch: int = 64  # episodes per Adam step
+    lr: float = 1e-3
+    held_out: float = 0.05  # the fraction of the demonstrations kept for the held-out NLL
+    seed: int = 0
+    grad_clip: float = 10.0
+    checkpoint_minutes: float = 3.0
+    eval_every: int = 10  # steps between held-out NLL measurements
+    eval_paintings: int = 32  # held-out images the policy paints, greedy, at each checkpoint
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, low in (("batch", 1), ("seed", 0), ("eval_every", 1), ("eval_paintings", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lr", "grad_clip", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                problems.append(f"{name} must be a finite number > 0, got {value!r}")
+        if isinstance(self.held_out, bool) or not isinstance(self.held_out, (int, float)) or not 0 <= self.held_out < 1:
+            problems.append(f"held_out must be a fraction in [0, 1), got {self.held_out!r}")
+        if problems:
+            raise ValueError("Invalid pretraining settings: " + "; ".join(problems) + ".")
+
+
+@dataclass
+class Episodes:
+    """Replayed demonstrations as tensors: what the policy saw at each step and what it should do."""
+
+    canvases: torch.Tensor  # (N, T, H, W, 3) uint8: the canvas before each step
+    targets: torch.Tensor  # (N, H, W, 3) uint8
+    actions: torch.Tensor  # (N, T, C) int64: the demonstrated actions
+    final_mse: np.ndarray  # (N,) what the replay scored
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def batch(self, rows: np.ndarray | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Observations (B, T, ...) as ``PaintEnv`` gave them, and the actions (B, T, C)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        actions = self.actions[rows]
+        batch, steps = actions.shape[:2]
+        previous = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
+        observation = {
+            "canvas": self.canvases[rows],
+            "step": (torch.arange(steps, dtype=torch.float32) / steps).view(1, steps, 1).expand(batch, -1, -1),
+            "prev_action": previous,
+            "target": self.targets[rows][:, None].expand(-1, steps, -1, -1, -1),
+        }
+        return observation, actions
+
+
+def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray]) -> Episodes:
+    """Replay each action sequence through ``PaintEnv`` on its target, keeping every observation."""
+    env = PaintEnv(config, target_source=targets[:1])
+    try:
+        canvases, finals = [], []
+        for target, episode in zip(targets, actions):
+            observation, _ = env.reset(seed=0, options={"target": target})
+            frames = []
+            for action in episode:
+                frames.append(observation["canvas"])
+                observation = env.step(action)[0]
+            canvases.append(np.stack(frames))
+            finals.append(env.l2())
+    finally:
+        env.close()
+    return Episodes(torch.from_numpy(np.stack(canvases)), torch.from_numpy(np.ascontiguousarray(targets)),
+                    torch.from_numpy(np.stack(actions).astype(np.int64)), np.asarray(finals))
+
+
+def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """Per-component negative log-likelihood of the demonstrated actions, mean over steps: (components,).
+
+    Teacher forcing: the LSTM reads the whole episode from ``initial_state`` and each head is
+    conditioned on the demonstrated earlier components. The sum over components is
+    ``-policy.log_prob(logits, actions).mean()``.
+    """
+    features, _ = policy.features(observation, policy.initial_state(len(actions)))
+    logits = policy.teacher_forced_logits(features, actions)
+    return torch.stack([F.cross_entropy(part.reshape(-1, part.shape[-1]), actions[..., i].reshape(-1))
+                        for i, part in enumerate(policy.split(logits))])
+
+
+class Pretrainer:
+    """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
+
+    def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True):
+        self.run_dir = Path(run_dir)
+        run_file = self.run_dir / "pretrain.json"
+        if not run_file.is_file():
+            raise ValueError(f"{self.run_dir} is not a pretraining run: it has no pretrain.json.")
+        self.record = RUN_FORMAT.read(run_file)
+        self.settings = PretrainSettings(**self.record["settings"])
+        self.progress = progress
+        self.demos = read_demonstrations(demos_path or self.record["demonstrations"])
+        if demos_path is not None:
+            _check_same_kind(self.demos, self.record, run_file)
+        self.experiment = self.demos.experiment()
+        self.config = self.demos.config
+        if not self.experiment.reward.conditional:
+            raise ValueError(f"{self.demos.path}: demonstrations reconstruct training images; pretraining needs a "
+                             "conditional experiment (reward.conditional = true).")
+        names, nvec = _action_space(self.config)
+        network = self.experiment.network_config()
+        check_network_size(names, nvec, self.config.grid_size, True, network)
+        torch.manual_seed(self.settings.seed)
+        self.policy = PolicyNetwork(names, nvec, self.config.grid_size, True, network)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.settings.lr)
+        self.step, self.seconds = 0, 0.0
+        self.sampler = np.random.default_rng(self.settings.seed)
+        if (self.run_dir / "checkpoint" / "state.json").is_file():
+            self._restore()
+        held_out = set(self.record["held_out"])
+        self.train_rows = np.array([row for row, index in enumerate(self.demos.indices) if index not in held_out])
+        self.held_rows = np.array([row for row, index in enumerate(self.demos.indices) if index in held_out])
+        if len(self.train_rows) == 0:
+            raise ValueError(f"{self.demos.path} has no demonstrations to train on beyond the held-out ones.")
+        start = time.perf_counter()
+        self.episodes = replay(self.config, self.demos.targets(), [demo.actions for demo in self.demos.demos])
+        self.replay_seconds = time.perf_counter() - start
+        recorded = np.array([demo.mse for demo in self.demos.demos])
+        if mismatched := int(np.sum(self.episodes.final_mse != recorded)):
+            warnings.warn(f"{mismatched} of {len(recorded)} demonstrations replay to another MSE than recorded "
+                          "(another libmypaint version?): training on the replayed canvases.", stacklevel=2)
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    @classmethod
+    def start(cls, demos_path: str | Path, run_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
+              progress: bool = True) -> Pretrainer:
+        """A new run in ``run_dir`` on the demonstrations file ``demos_path``."""
+        run_dir = Path(run_dir)
+        if (run_dir / "pretrain.json").exists():
+            raise ValueError(f"{run_dir} already holds a pretraining run: continue it with --resume, or choose "
+                             "another --out.")
+        demos = read_demonstrations(demos_path)
+        if len(demos.demos) < 1:
+            raise ValueError(f"{demos.path} holds no demonstrations yet: make some with `spiral demos`.")
+        demos.experiment()  # refuse a header this code cannot use before anything is written
+        order = np.random.default_rng(settings.seed).permutation(len(demos.demos))
+        total = len(demos.demos)
+        count = min(max(round(settings.held_out * total), 1 if settings.held_out > 0 else 0), total - 1)
+        held_out = sorted(demos.indices[row] for row in order[:count])
+        record = RUN_FORMAT.stamp({
+            "demonstrations": str(Path(demos_path).resolve()),
+            "demonstrations_header": {key: demos.header[key] for key in ("preset", "env", "data", "search")},
+            "settings": asdict(settings),
+            "held_out": held_out,  # image indices: kept out even if the file grows before a --resume
+        })
+        write_file(run_dir / "pretrain.json", lambda path: path.write_text(json.dumps(record, indent=2)))
+        return cls(run_dir, progress=progress)
+
+    def _restore(self) -> None:
+        folder = self.run_dir / "checkpoint"
+        state = STATE_FORMAT.read(folder / "state.json")
+        self.policy.load_state_dict(load_weights(folder / "policy.pt"))
+        try:
+            optimizer_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(optimizer_state)
+        except Exception as error:  # a corrupt or foreign file: torch raises many kinds
+            raise ValueError(f"{folder / 'optimizer.pt'} is not this run's optimizer state: {error}") from error
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.sampler.bit_generator.state = state["sampler"]
+
+    def run(self, minutes: float | None = None, steps: int | None = None) -> dict[str, float]:
+        """Train for ``minutes`` of wall-clock time and/or ``steps`` Adam steps (whichever ends first),
+        checkpointing every ``checkpoint_minutes`` and at the end; the last measurements."""
+        from tqdm import tqdm
+
+        if minutes is None and steps is None:
+            raise ValueError("Give a budget: minutes, steps or both.")
+        settings, policy = self.settings, self.policy
+        deadline = time.monotonic() + (minutes * 60 if minutes is not None else math.inf)
+        last_checkpoint, done, measured = time.monotonic(), 0, {}
+        policy.train()
+        with tqdm(total=steps, desc="pretrain", unit="step", disable=not self.progress) as bar:
+            while time.monotonic() < deadline and (steps is None or done < steps):
+                started = time.perf_counter()
+                rows = self.train_rows[self.sampler.integers(len(self.train_rows), size=settings.batch)]
+                parts = nll(policy, *self.episodes.batch(rows))
+                loss = parts.sum()
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
+                self.optimizer.step()
+                self.step, done = self.step + 1, done + 1
+                self.seconds += time.perf_counter() - started
+                measured["train_nll"] = loss.item()
+                self._scalars("train", parts)
+                if self.step % settings.eval_every == 0:
+                    measured["held_out_nll"] = self.held_out_nll()
+                bar.update()
+                bar.set_postfix({key: f"{value:.3f}" for key, value in measured.items()})
+                if time.monotonic() - last_checkpoint > settings.checkpoint_minutes * 60:
+                    measured |= self.checkpoint()
+                    last_checkpoint = time.monotonic()
+        measured["held_out_nll"] = self.held_out_nll()
+        measured |= self.checkpoint()
+        return measured
+
+    def _scalars(self, split: str, parts: torch.Tensor) -> float:
+        total = float(parts.detach().sum())
+        self.writer.add_scalar(f"pretrain/{split}_nll", total, self.step)
+        for name, value in zip(self.policy.names, parts.detach().tolist()):
+            self.writer.add_scalar(f"pretrain/{split}_nll_{name}", value, self.step)
+        return total
+
+    @torch.no_grad()
+    def held_out_nll(self) -> float:
+        """The NLL per step of the held-out demonstrations (nan without any), logged to TensorBoard."""
+        if len(self.held_rows) == 0:
+            return math.nan
+        self.policy.eval()
+        try:
+            chunks = np.array_split(self.held_rows, math.ceil(len(self.held_rows) / self.settings.batch))
+            parts = sum(nll(self.policy, *self.episodes.batch(chunk)) * len(chunk) for chunk in chunks)
+            return self._scalars("held_out", parts / len(self.held_rows))
+        finally:
+            self.policy.train()
+
+    def checkpoint(self) -> dict[str, float]:
+        """Write the checkpoint and the exported agent (each whole), then score the agent, greedy, on held-out
+        demonstrations' images against the search that made them; the scores."""
+        state = STATE_FORMAT.stamp({"step": self.step, "seconds": self.seconds,
+                                    "sampler": self.sampler.bit_generator.state})
+
+        def fill(folder: Path) -> None:
+            torch.save(self.policy.state_dict(), folder / "policy.pt")
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            (folder / "state.json").write_text(json.dumps(state, indent=2))
+
+        write_folder(self.run_dir / "checkpoint", fill)
+        agent_dir = self.export(self.run_dir / "agent")
+        rows = self.held_rows[:self.settings.eval_paintings]
+        if len(rows) == 0:
+            return {}
+        agent = load_agent(agent_dir)
+        targets = self.episodes.targets[rows].numpy()
+        greedy = float(np.mean([agent.paint(target, seed=0, greedy=True).l2 for target in targets]))
+        search = float(np.mean(self.episodes.final_mse[rows]))
+        self.writer.add_scalar("pretrain/held_out_greedy_mse", greedy, self.step)
+        self.writer.add_scalar("pretrain/held_out_search_mse", search, self.step)
+        self.writer.flush()
+        return {"greedy_mse": greedy, "search_mse": search}
+
+    def export(self, folder: Path) -> Path:
+        """The policy as an agent folder, with a manifest that says what it paints with and learned from."""
+        experiment = self.experiment
+        manifest = AgentManifest(experiment.name, self.config, experiment.network_config(), True,
+                                 data=experiment.data, reward=experiment.reward,
+                                 training=TrainingRecord(iterations=self.step, env_steps=0))
+        return write_agent(folder, {key: value.detach().clone() for key, value in self.policy.state_dict().items()},
+                           {}, manifest)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _action_space(config: PaintConfig) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    from envs import ActionCodec
+
+    codec = ActionCodec(config)
+    return codec.names, tuple(codec.nvec.tolist())
+
+
+def _check_same_kind(demos: Demonstrations, record: dict[str, Any], source: Path) -> None:
+    """Refuse a demonstrations file made with other settings than the run's."""
+    made = record["demonstrations_header"]
+    different = [key for key in made if demos.header.get(key) != made[key]]
+    if different:
+        raise ValueError(f"{demos.path} was made with other {', '.join(different)} than the demonstrations of the "
+                         f"run in {source.parent}: continue it on its own file ({record['demonstrations']}).")

@@ -1,0 +1,234 @@
+"""Search demonstrations and behaviour cloning (spiral.search, spiral.demonstrations, spiral.pretrain), with
+the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs import PaintConfig, PaintEnv, mse
+from spiral.agent import load_agent
+from spiral.cli import main
+from spiral.demonstrations import SearchSettings, generate_demonstrations, read_demonstrations
+from spiral.experiment import Experiment
+from spiral.pretrain import Pretrainer, PretrainSettings
+from spiral.search import greedy_search
+from tests.conftest import TINY
+
+TINY_PEN = """
+[env]
+canvas_size = 16
+grid_size = 4
+episode_length = 4
+brush = "classic/pen"
+brush_sizes = [0.5, 1.0]
+use_pressure = false
+use_color = false
+use_flag = true
+background = [0, 0, 0]
+fixed_color = [255, 255, 255]
+
+[network]
+input_size = 16
+channels = 8
+res_blocks = 1
+hidden = 32
+embedding = 8
+
+[data]
+dataset = "mnist"
+
+[reward]
+mode = "l2"
+conditional = true
+"""
+PEN = PaintConfig(canvas_size=16, grid_size=4, episode_length=4, brush="classic/pen", brush_sizes=(0.5, 1.0),
+                  use_pressure=False, use_color=False, background=(0, 0, 0), fixed_color=(255, 255, 255))
+SEARCH = SearchSettings(bank=8, jumps=2, seed=0)
+
+
+@pytest.fixture
+def preset(tmp_path) -> Experiment:
+    path = tmp_path / "tiny-pen.toml"
+    path.write_text(TINY_PEN)
+    return Experiment.from_preset(str(path))
+
+
+def replayed_l2(config: PaintConfig, target: np.ndarray, actions) -> float:
+    env = PaintEnv(config, target_source=target[None])
+    try:
+        env.reset(options={"target": target})
+        for action in actions:
+            env.step(action)
+        return env.l2()
+    finally:
+        env.close()
+
+
+def cross() -> np.ndarray:
+    """A white plus sign on black, 16 px."""
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[7:9, 2:14] = image[2:14, 7:9] = 255
+    return image
+
+
+@pytest.mark.parametrize("brush", ["classic/pen", "classic/dry_brush"])
+def test_the_search_beats_the_blank_canvas_and_replays_exactly(brush):
+    config = PaintConfig.from_dict(PEN.to_dict() | {"brush": brush})
+    target = cross()
+    result = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5)
+    assert result.mse < float(mse(np.zeros_like(target), target))
+    assert len(result.actions) == config.episode_length
+    # The chosen actions, replayed by PaintEnv (with a brush that drew nothing else), give the same canvas:
+    # exact even for the dry brush, whose jitter depends on what the brush drew before.
+    assert replayed_l2(config, target, result.actions) == result.mse
+    again = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5)
+    assert again.actions == result.actions and again.mse == result.mse
+
+
+def test_with_nothing_to_gain_the_search_lifts_the_pen_and_stays():
+    result = greedy_search(PEN, np.zeros((16, 16, 3), np.uint8), 6, np.random.default_rng(1), jumps=3)
+    assert result.mse == 0.0
+    assert all(action[0] == 0 for action in result.actions)  # pen-up moves only
+    assert result.actions[1][1] == result.actions[0][1]  # ... to the cell the pen is in
+
+
+def test_without_a_flag_every_step_paints_but_the_baseline_may_skip():
+    config = PaintConfig.from_dict(PEN.to_dict() | {"use_flag": False})
+    blank = np.zeros((16, 16, 3), np.uint8)
+    forced = greedy_search(config, blank, 4, np.random.default_rng(0))
+    assert all(action is not None for action in forced.actions) and forced.mse > 0
+    skipped = greedy_search(config, blank, 4, np.random.default_rng(0), replayable=False)
+    assert skipped.actions == [None] * 4 and skipped.mse == 0.0
+
+
+def test_a_demonstrations_file_round_trips_resumes_and_replays_exactly(preset, tmp_path):
+    out = tmp_path / "demos.jsonl"
+    summary = generate_demonstrations(preset, 3, SEARCH, out, progress=False)
+    assert (summary.total, summary.new) == (3, 3) and summary.mean_mse < summary.blank_mse
+    header = json.loads(out.read_text().splitlines()[0])
+    assert header["format"] == "spiral-demonstrations" and header["version"] == 1
+    assert header["data"] == {"dataset": "mnist", "color": False, "invert": False, "split": "train", "seed": 0}
+    assert header["search"]["bank"] == 8 and header["preset"] == "tiny-pen"
+    first = read_demonstrations(out)
+    assert first.indices == [0, 1, 2] and first.config == preset.paint_config()
+
+    # A rerun asking for more paints only the new indices, in two worker processes, as one would have.
+    summary = generate_demonstrations(preset, 5, SEARCH, out, workers=2, progress=False)
+    assert (summary.total, summary.new) == (5, 2)
+    demos = read_demonstrations(out)
+    assert demos.indices == [0, 1, 2, 3, 4]
+    assert [demo.actions.tolist() for demo in demos.demos[:3]] == [demo.actions.tolist() for demo in first.demos]
+    serial = generate_demonstrations(preset, 5, SEARCH, tmp_path / "serial.jsonl", progress=False)
+    assert serial.mean_mse == summary.mean_mse
+
+    targets = demos.targets()
+    for demo, target in zip(demos.demos, targets):
+        assert replayed_l2(demos.config, target, demo.actions) == demo.mse
+
+
+def test_demonstrations_of_other_settings_are_refused(preset, tmp_path):
+    out = tmp_path / "demos.jsonl"
+    generate_demonstrations(preset, 1, SEARCH, out, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(search: .*\"bank\": 8.*\"bank\": 9"):
+        generate_demonstrations(preset, 2, SearchSettings(bank=9, jumps=2), out, progress=False)
+    other = Experiment.from_dict(preset.to_dict() | {"env": preset.env | {"grid_size": 8}})
+    with pytest.raises(ValueError, match="other settings \\(env"):
+        generate_demonstrations(other, 2, SEARCH, out, progress=False)
+    out.write_text(json.dumps({"format": "spiral-agent", "version": 1}) + "\n")
+    with pytest.raises(ValueError, match="Not a spiral demonstrations file"):
+        generate_demonstrations(preset, 2, SEARCH, out, progress=False)
+
+
+def test_a_truncated_last_line_is_ignored_and_a_rerun_repairs_it(preset, tmp_path):
+    out = tmp_path / "demos.jsonl"
+    generate_demonstrations(preset, 2, SEARCH, out, progress=False)
+    whole = out.read_text()
+    out.write_text(whole + whole.splitlines()[-1][:25])  # a write cut short
+    assert read_demonstrations(out).indices == [0, 1]
+    summary = generate_demonstrations(preset, 3, SEARCH, out, progress=False)
+    assert summary.new == 1 and out.read_text().startswith(whole) and out.read_text().endswith("\n")
+    assert read_demonstrations(out).indices == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"index": 0, "actions": [[1, 0, 0, 0]], "mse": 0.1}', "list of 4 actions"),
+    ('{"index": 0, "actions": [[1, 0, 16, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]], "mse": 0.1}',
+     "'control' = 16"),
+    ('{"index": 0, "actions": [[1, 0, 0, 0.5], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]], "mse": 0.1}',
+     "list of integers"),
+    ('{"index": -1, "actions": [], "mse": 0.1}', "index must be"),
+    ('not json', "line 2 is not valid JSON"),
+])
+def test_reading_checks_every_line(preset, tmp_path, line, message):
+    out = tmp_path / "demos.jsonl"
+    generate_demonstrations(preset, 1, SEARCH, out, progress=False)
+    header = out.read_text().splitlines()[0]
+    out.write_text(f"{header}\n{line}\n")
+    with pytest.raises(ValueError, match=message):
+        read_demonstrations(out)
+
+
+@pytest.fixture
+def demos_file(preset, tmp_path) -> Path:
+    out = tmp_path / "demos.jsonl"
+    generate_demonstrations(preset, 24, SEARCH, out, progress=False)
+    return out
+
+
+def test_pretraining_lowers_the_held_out_nll_and_exports_an_agent_that_paints(demos_file, tmp_path):
+    settings = PretrainSettings(batch=8, lr=1e-3, held_out=0.25, eval_every=100, eval_paintings=2)
+    trainer = Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False)
+    assert trainer.policy.config == TINY
+    assert len(trainer.held_rows) == 6 and len(trainer.train_rows) == 18
+    assert np.array_equal(trainer.episodes.final_mse, [demo.mse for demo in trainer.demos.demos])
+    before = trainer.held_out_nll()
+    measured = trainer.run(steps=15)
+    trainer.close()
+    assert measured["held_out_nll"] < before - 0.3, (before, measured)  # 7.14 -> 6.29 here
+    assert trainer.step == 15 and np.isfinite(measured["greedy_mse"])
+    assert {path.name for path in (tmp_path / "run").iterdir()} >= {"pretrain.json", "checkpoint", "agent", "tb"}
+
+    agent = load_agent(tmp_path / "run" / "agent")
+    assert agent.manifest.name == "tiny-pen" and agent.manifest.env == trainer.config
+    assert agent.manifest.training.iterations == 15 and agent.conditional
+    episode = agent.paint(trainer.demos.targets()[0], seed=0, greedy=True)
+    assert len(episode.actions) == 4 and np.isfinite(episode.l2)
+    for key, value in agent.policy.state_dict().items():
+        assert torch.equal(value, trainer.policy.state_dict()[key])
+
+
+def test_pretraining_resumes_from_its_checkpoint(demos_file, tmp_path):
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
+    trainer = Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False)
+    trainer.run(steps=2)
+    trainer.close()
+    with pytest.raises(ValueError, match="already holds a pretraining run"):
+        Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False)
+    resumed = Pretrainer(tmp_path / "run", progress=False)
+    assert resumed.step == 2 and resumed.optimizer.state_dict()["state"]
+    for key, value in resumed.policy.state_dict().items():
+        assert torch.equal(value, trainer.policy.state_dict()[key])
+    assert resumed.sampler.integers(1000) == trainer.sampler.integers(1000)  # the batches go on as they would have
+    resumed.run(steps=1)
+    resumed.close()
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
+def test_the_commands(tmp_path, capsys):
+    preset = tmp_path / "tiny-pen.toml"
+    preset.write_text(TINY_PEN)
+    demos = tmp_path / "demos.jsonl"
+    main(["demos", "--preset", str(preset), "--count", "4", "--bank", "6", "--out", str(demos)])
+    assert "4 demonstrations" in capsys.readouterr().out
+    assert read_demonstrations(demos).header["search"] == {"bank": 6, "jumps": 1, "jump_factor": 2.0, "seed": 0}
+    run = tmp_path / "run"
+    main(["pretrain", "--demos", str(demos), "--out", str(run), "--steps", "2", "--batch", "4"])
+    assert "agent:" in capsys.readouterr().out and (run / "agent" / "agent.json").is_file()
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(run), "--resume", "--lr", "0.1"])
+    assert "leave out --lr" in capsys.readouterr().err
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1"])
+    assert load_agent(run / "agent").manifest.training.iterations == 3
