@@ -43,8 +43,8 @@ def train(args: argparse.Namespace) -> None:
                          "change it; only --iterations and --address go with --resume.")
     if args.pbt and args.name:
         raise ValueError("--pbt names its population's folder <preset>-pbt itself; leave out --name.")
-    if args.resume:  # before Ray starts: the run's settings, and its lock (one process per run)
-        from spiral.rllib.trainer import run_experiment
+    if args.resume:  # before Ray is even imported: the run's settings, and its lock (one process per run)
+        from spiral.runs import run_experiment
 
         experiment = run_experiment(Path(args.resume))
     else:  # fail fast: before Ray and RLlib are even imported
@@ -73,9 +73,11 @@ def train(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Export a run's latest checkpoint as a plain agent folder."""
-    from spiral.rllib.trainer import Trainer, connect, run_experiment
+    from spiral.runs import run_experiment
 
-    experiment = run_experiment(Path(args.run_dir))
+    experiment = run_experiment(Path(args.run_dir))  # before Ray is even imported
+    from spiral.rllib.trainer import Trainer, connect
+
     connect(None)
     trainer = Trainer(Path(args.run_dir), experiment)
     try:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from spiral.experiment import Experiment
-from spiral.rllib.trainer import LOCK_FILE, RunInUseError, lock_run, run_experiment, unlock_run
+from spiral.runs import LOCK_FILE, RunInUseError, lock_run, run_experiment, unlock_run
 
 SPIRAL = shutil.which("spiral", path=os.path.dirname(sys.executable))
 PYTHON_ENV = os.environ | {"PYTHONPATH": os.getcwd()}
@@ -46,7 +46,7 @@ def held(run) -> bool:
 
 def holder_process(run, then: str) -> subprocess.Popen:
     """Another Python process that takes the run's lock through the same function, says so, then ``then``."""
-    code = (f"import os, sys\nfrom spiral.rllib.trainer import lock_run\nlock_run({str(run)!r})\n"
+    code = (f"import os, sys\nfrom spiral.runs import lock_run\nlock_run({str(run)!r})\n"
             f"print('locked', flush=True)\n{then}\n")
     process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=PYTHON_ENV)

@@ -14,7 +14,8 @@ from spiral.agent import load_agent
 from spiral.curves import read_scalars
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
-from spiral.rllib.trainer import LOCK_FILE, WORKER_ENV, Trainer, lock_run
+from spiral.rllib.trainer import WORKER_ENV, Trainer
+from spiral.runs import LOCK_FILE, lock_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -5,22 +5,15 @@ checkpoints, the last ``keep`` of them, each written under a temporary name and 
 complete), ``agent/`` (the latest exported agent, plain state_dicts: see ``spiral.agent``),
 ``best/`` (the export with the lowest held-out L2, conditional runs only), all three written with
 ``envs.storage.write_folder`` so that none is ever seen half-written, ``tb/``
-(TensorBoard scalars and image grids) and ``run.lock`` (one process at a time: ``lock_run``).
+(TensorBoard scalars and image grids) and ``run.lock`` (one process at a time: ``spiral.runs``).
 """
 
 from __future__ import annotations
 
-import atexit
-import fcntl
-import json
 import os
-import shlex
 import shutil
-import socket
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +33,14 @@ from spiral.experiment import Experiment
 from spiral.manifest import AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.rllib.algorithm import build_config
 from spiral.rllib.module import DISCRIMINATOR_ID
+from spiral.runs import (
+    hold_run,
+    lock_run,
+    new_run_folder,
+    release_run,
+    run_experiment,
+    unlock_run,
+)
 
 
 class PaintingMetrics(RLlibCallback):
@@ -49,162 +50,6 @@ class PaintingMetrics(RLlibCallback):
         infos = episode.get_infos()
         if infos and "l2" in infos[-1]:
             metrics_logger.log_value("final_l2", float(infos[-1]["l2"]))
-
-
-def new_run_folder(runs_dir: Path, name: str) -> Path:
-    """``runs_dir/name``, made now; an existing one is refused, never trained over."""
-    folder = Path(runs_dir) / name
-    try:
-        folder.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        raise ValueError(f"{folder} exists: continue it with `spiral train --resume {folder}`, "
-                         "or give the new run another name.") from None
-    return folder
-
-
-def run_experiment(run: Path) -> Experiment:
-    """The experiment a run folder was started with, the run locked to this process (``lock_run``).
-
-    Anything else, a run that another process has open included, is refused before Ray starts.
-    """
-    manifest = Path(run) / "experiment.json"
-    if not manifest.is_file():
-        raise ValueError(f"{run} is not a run folder: it has no experiment.json.")
-    try:
-        experiment = Experiment.from_dict(json.loads(manifest.read_text()))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{manifest} is not valid JSON ({error}): is it a spiral run folder?") from None
-    except ValueError as error:
-        raise ValueError(f"{manifest}: {error}") from None
-    lock_run(run)  # experiment.json never changes once written: read first, so a bad one leaves no lock
-    return experiment
-
-
-LOCK_FILE = "run.lock"
-
-
-class RunInUseError(ValueError):
-    """Another process has the run open: two trainers, or a trainer and an export, would corrupt its checkpoints."""
-
-
-@dataclass
-class _RunLock:
-    path: Path
-    fd: int  # the open lock file: closing it (or dying) lets go of the flock
-    trainers: int = 0  # Trainers of this process on the run; when the last one stops, the lock goes
-
-
-_LOCKS: dict[Path, _RunLock] = {}
-
-
-def lock_run(run: Path) -> dict[str, Any] | None:
-    """Hold the run folder ``run`` for this process; another process that asks is refused (``RunInUseError``).
-
-    The lock is an ``flock`` on ``run/run.lock``, which the system lets go of when its holder dies,
-    however it dies; the file records the holder's PID, host and command for the refusal message,
-    and is removed when the holder lets go. A record left by a holder that died without letting go
-    (killed, crashed) is taken over, with a message on stderr, and returned; otherwise None. Asking
-    again in the same process is a no-op. The lock lasts until ``unlock_run``, until the last
-    ``Trainer`` of the run in this process stops, or until the process exits.
-    """
-    key = Path(run).resolve()
-    if key in _LOCKS:
-        return None
-    path = key / LOCK_FILE
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the processes this one starts
-        except OSError as error:
-            raise ValueError(f"{run}: cannot open its lock file {path} ({error.strerror}); a run folder must be "
-                             "writable to be trained or exported.") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _lock_holder(fd, wait_s=0.5)  # a holder writes its record just after taking the lock
-            os.close(fd)
-            raise RunInUseError(_in_use_message(run, path, holder)) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        if _same_file(fd, path):
-            break
-        os.close(fd)  # its holder let go and removed it between our open and our lock: open the new one
-    previous = _lock_holder(fd)
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds"),
-              "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300] if sys.argv else "python"}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(record).encode(), 0)
-    _LOCKS[key] = _RunLock(path, fd)
-    if previous is not None:
-        print(f"spiral: {run}: taking over the lock of PID {previous.get('pid')} on {previous.get('host')} "
-              f"(since {previous.get('since')}), which ended without letting go of it: it was killed or crashed. "
-              "Its completed checkpoints are intact.", file=sys.stderr, flush=True)
-    return previous
-
-
-def unlock_run(run: Path) -> None:
-    """Let go of this process's lock on ``run`` (nothing if it holds none), leaving no record to take over."""
-    lock = _LOCKS.pop(Path(run).resolve(), None)
-    if lock is not None:
-        try:  # removed while still locked: whoever opened it meanwhile sees that it is gone (_same_file)
-            lock.path.unlink(missing_ok=True)
-        except OSError:
-            os.ftruncate(lock.fd, 0)  # at least no record to take over
-        finally:
-            os.close(lock.fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
-@atexit.register
-def _unlock_all() -> None:
-    for run in list(_LOCKS):
-        unlock_run(run)
-
-
-def _lock_holder(fd: int, wait_s: float = 0.0) -> dict[str, Any] | None:
-    """The record in a lock file, None while it holds none."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            record = json.loads(os.pread(fd, 4096, 0) or b"null")
-        except ValueError:
-            record = None
-        if isinstance(record, dict) or time.monotonic() >= deadline:
-            return record if isinstance(record, dict) else None
-        time.sleep(0.05)
-
-
-def _in_use_message(run: Path, path: Path, holder: dict[str, Any] | None) -> str:
-    if holder is None:
-        return (f"{run} is in use by another process (its lock file {path} is held). Wait for it to finish or stop "
-                f"it, then try again; find it with `fuser {path}`.")
-    pid, host = holder.get("pid"), holder.get("host")
-    here = host == socket.gethostname()
-    message = (f"{run} is in use by PID {pid} on {host} since {holder.get('since')} ({holder.get('command')}): "
-               "two processes on one run would corrupt its checkpoints. Wait for that process to finish, or "
-               f"stop it (Ctrl-C in its terminal, or `kill {pid}`{'' if here else f' on {host}'}), then try again; "
-               "to train meanwhile, start a new run instead.")
-    if here and isinstance(pid, int) and not _alive(pid):
-        message += (f" PID {pid} has exited, but a process it started still holds the lock: find it with "
-                    f"`fuser {path}`.")
-    return message
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def latest_checkpoint(run: Path) -> Path | None:
@@ -218,8 +63,7 @@ class Trainer:
     def __init__(self, run: Path, experiment: Experiment, *, min_time_s_per_iteration: float = 1.0):
         # Absolute once, here: RLlib writes checkpoints through pyarrow, which refuses relative paths.
         self.run_dir, self.experiment = Path(run).resolve(), experiment
-        lock_run(self.run_dir)  # refused here, before RLlib builds anything, if another process has the run
-        _LOCKS[self.run_dir].trainers += 1
+        hold_run(self.run_dir)  # refused here, before RLlib builds anything, if another process has the run
         self._holds_lock = True
         try:
             self._open(min_time_s_per_iteration)
@@ -384,11 +228,8 @@ class Trainer:
 
     def _let_go_of_run(self) -> None:
         """Release this trainer's share of the run's lock; the last trainer of the run lets go of it."""
-        lock = _LOCKS.get(self.run_dir)
-        if self._holds_lock and lock is not None:
-            lock.trainers -= 1
-            if lock.trainers <= 0:
-                unlock_run(self.run_dir)
+        if self._holds_lock:
+            release_run(self.run_dir)
         self._holds_lock = False
 
 
