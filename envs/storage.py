@@ -22,7 +22,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+
+class _HasIndex(Protocol):
+    index: int
+
+
+Indexed = TypeVar("Indexed", bound=_HasIndex)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,59 @@ class FileFormat:
         except UnicodeDecodeError as error:
             raise ValueError(f"Not a {self.description}: {path} is not UTF-8 text ({error}).") from error
         return self.parse(text, str(path))
+
+
+def read_json_lines(path: Path, file_format: FileFormat) -> tuple[dict[str, Any], list[tuple[int, str]]]:
+    """A JSON Lines file headed by a line of ``file_format``: the header's body and the other lines.
+
+    For files that are appended to as work finishes (one JSON object a line): the lines come
+    numbered from 1, the header's line, with blank lines left out, and a last line without its
+    newline is kept only if it parses, since an interrupted write leaves a line cut short there.
+    Parsing and checking the lines is the caller's.
+    """
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Not a {file_format.description}: {path} is not UTF-8 text ({error}).") from error
+    lines = text.split("\n")
+    last = lines.pop()  # "" when the file ends with a newline; else a line that may have been cut short
+    if not lines:
+        raise ValueError(f"Not a {file_format.description}: {path} has no complete header line.")
+    header = file_format.parse(lines[0], f"{path} (header line)")
+    numbered = [(number, line) for number, line in enumerate(lines[1:], 2) if line.strip()]
+    if last.strip() and _parses(last):
+        numbered.append((len(lines) + 1, last))
+    return header, numbered
+
+
+def indexed_records(path: Path, lines: list[tuple[int, str]], read_record: Callable[[Any, str], Indexed]
+                    ) -> list[Indexed]:
+    """The records of ``read_json_lines``'s ``lines``, sorted by their ``index``: each line is parsed as JSON
+    and given to ``read_record(value, where)``, which checks it (a ValueError naming ``where``, the file
+    and line) and returns a record; an index that appears twice is refused."""
+    records, seen = [], set()
+    for number, line in lines:
+        where = f"{path}, line {number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where} is not valid JSON ({error}).") from None
+        except RecursionError:
+            raise ValueError(f"{where} nests arrays or objects too deeply.") from None
+        record = read_record(value, where)
+        if record.index in seen:
+            raise ValueError(f"{where}: index {record.index} appears twice.")
+        seen.add(record.index)
+        records.append(record)
+    return sorted(records, key=lambda record: record.index)
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
 
 
 def write_file(path: str | Path, fill: Callable[[Path], None]) -> Path:

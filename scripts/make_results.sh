@@ -10,6 +10,16 @@ spiral=.venv/bin/spiral
 out=docs/results
 mkdir -p "$out"
 
+# The default reconstruction agent, on the first 500 test digits (the target's measure).
+mkdir -p "$out/mnist-pen"
+$spiral eval --agent agents/mnist-pen --images 500 | tee "$out/mnist-pen/eval.md"
+$spiral gallery --agent agents/mnist-pen --out "$out/mnist-pen" --count 32
+$spiral curves agents/mnist-pen --x wall --out "$out/mnist-pen/curves.png"
+# The stages side by side: held-out L2 (sampled, 32 test digits) against wall-clock time on 2 cores.
+$spiral curves agents/mnist-l2 agents/mnist-pen --label "RL from scratch (L2 reward)" \
+  --label "pretraining: demonstrations, then corrections" --tags eval/test_l2 --x wall --blank 0.1026 \
+  --out "$out/stages.png"
+
 for agent in mnist-l2 mnist-recon; do
   mkdir -p "$out/$agent"
   $spiral eval --agent "agents/$agent" --images "$images" --bank "$bank" | tee "$out/$agent/eval.md"

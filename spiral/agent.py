@@ -13,6 +13,8 @@ An exported agent is a folder of plain files that anyone can inspect:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,19 @@ class Agent:
             return Episode(env.program, frames, prepared, l2, actions)
         finally:
             env.close()
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside, as it was after: painting one image at a time through a network this
+    small gains nothing from more, and where the other cores are busy (a training job, search workers)
+    they cost 10x or more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discriminator_state: dict[str, torch.Tensor],

@@ -235,15 +235,33 @@ def _at_least(minimum: int):
     return parse
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
 def demos(args: argparse.Namespace) -> None:
     """Paint training images with the greedy search in the preset's action space: a demonstrations file."""
-    from spiral.demonstrations import SearchSettings, generate_demonstrations
+    from spiral.demonstrations import generate_demonstrations
+    from spiral.search import SearchSettings
     from spiral.experiment import Experiment
 
     experiment = Experiment.from_preset(args.preset, args.overrides)
     search = SearchSettings(bank=args.bank, jumps=args.bank // 4 if args.jumps is None else args.jumps,
-                            seed=args.seed)
-    summary = generate_demonstrations(experiment, args.count, search, args.out, workers=args.workers)
+                            guided=args.guided, refine=args.refine, seed=args.seed)
+    summary = generate_demonstrations(experiment, args.count, search, args.out, workers=args.workers,
+                                      student=args.student)
+    print(summary.line())
+
+
+def programs(args: argparse.Namespace) -> None:
+    """Paint a dataset's first images with a reconstruction agent: a JSONL dataset of stroke programs."""
+    from spiral.programs import generate_programs
+
+    summary = generate_programs(args.agent, args.dataset, args.out, count=args.count, split=args.split,
+                                greedy=args.greedy, seed=args.seed)
     print(summary.line())
 
 
@@ -253,14 +271,18 @@ def pretrain(args: argparse.Namespace) -> None:
 
     given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr)) if value is not None}
     if args.resume:
-        if given:
+        if given or args.overrides:
             raise ValueError(f"--resume continues {args.out} with its own settings: leave out "
-                             f"{', '.join('--' + key for key in given)}.")
-        trainer = Pretrainer(Path(args.out), args.demos)
+                             f"{', '.join(['--' + key for key in given] + args.overrides)}.")
+        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections)
+    elif args.corrections:
+        raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
+                         "--resume.")
     elif args.demos is None:
         raise ValueError("Name the demonstrations to learn from: --demos FILE (made by `spiral demos`).")
     else:
-        trainer = Pretrainer.start(args.demos, Path(args.out), PretrainSettings(**given))
+        trainer = Pretrainer.start(args.demos, Path(args.out), PretrainSettings(**given),
+                                   network_overrides=args.overrides)
     run_dir = _shown(trainer.run_dir)
     print(f"{len(trainer.train_rows)} demonstrations to learn from, {len(trainer.held_rows)} held out; images loaded "
           f"and replayed in {trainer.replay_seconds:.1f} s; step {trainer.step}")
@@ -285,12 +307,18 @@ def _add_pipeline_commands(commands) -> None:
                                                                  "(default: mnist-pen)")
     demos_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. env.episode_length=10")
     demos_cmd.add_argument("--count", type=_positive(int), required=True, help="the first COUNT training images")
-    demos_cmd.add_argument("--bank", type=_positive(int), default=120, help="random strokes tried per step (120)")
+    demos_cmd.add_argument("--bank", type=_positive(int), default=30, help="paint candidates tried per step (30)")
     demos_cmd.add_argument("--jumps", type=_at_least(0), help="pen-up-then-paint candidates per step "
-                                                             "(default: bank / 4; with a pen flag only)")
+                                                             "(default: bank // 4; with a pen flag only)")
+    demos_cmd.add_argument("--guided", type=_fraction, default=1.0,
+                           help="the fraction of candidates aimed at missing ink, the rest uniform (1.0)")
+    demos_cmd.add_argument("--refine", type=_at_least(0), default=4,
+                           help="hill-climbing rounds on each step's best candidate (4)")
     demos_cmd.add_argument("--seed", type=_at_least(0), default=0)
     demos_cmd.add_argument("--workers", type=_positive(int), default=1, help="processes painting in parallel")
     demos_cmd.add_argument("--out", required=True, help="the JSONL file; an existing one is extended")
+    demos_cmd.add_argument("--student", metavar="AGENT", help="write corrections (DAgger): AGENT paints each image, "
+                                                              "greedy, and the search labels each of its states")
     demos_cmd.set_defaults(run=demos)
 
     pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations into the policy "
@@ -302,7 +330,31 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--batch", type=_positive(int), help="episodes per step (default 64)")
     pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3)")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
+                              help="with --resume: also learn from this corrections file (spiral demos --student); "
+                                   "repeatable, and remembered by the run")
+    pretrain_cmd.add_argument("overrides", nargs="*", metavar="network.FIELD=VALUE",
+                              help="change the network the demonstrations' preset names, e.g. network.hidden=256")
     pretrain_cmd.set_defaults(run=pretrain)
+
+
+def _add_programs_command(commands) -> None:
+    """``spiral programs``: a dataset painted by a reconstruction agent, what a generator of programs learns from."""
+    programs_cmd = commands.add_parser("programs", help="stroke programs of a dataset: paint its first images with a "
+                                                        "reconstruction agent, as JSONL (resumable)")
+    programs_cmd.add_argument("--agent", required=True, help="a reconstruction agent folder (agents/mnist-l2)")
+    programs_cmd.add_argument("--dataset", required=True, help="mnist, fashion-mnist, glyphs, lfw, photos or "
+                                                               "folder:<path>")
+    programs_cmd.add_argument("--out", required=True, help="the JSONL file; an existing one is extended")
+    programs_cmd.add_argument("--count", type=_positive(int), help="the first COUNT images of the split "
+                                                                   "(default: all of them)")
+    programs_cmd.add_argument("--split", choices=("train", "test"), default="train")
+    actions = programs_cmd.add_mutually_exclusive_group()
+    actions.add_argument("--greedy", dest="greedy", action="store_true", default=True,
+                         help="take the likeliest action at each step (the default)")
+    actions.add_argument("--sample", dest="greedy", action="store_false", help="sample the actions (seeded)")
+    programs_cmd.add_argument("--seed", type=_at_least(0), default=0, help="seeds the sampling, per image (0)")
+    programs_cmd.set_defaults(run=programs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--agent", required=True, help="an agent folder")
     eval_cmd.add_argument("--images", type=_positive(int), default=50, help="held-out images (default 50)")
     eval_cmd.add_argument("--bank", type=_at_least(0), default=200,
-                          help="random strokes the search tries per step (0: no search baseline)")
+                          help="random strokes the search tries per step (0: no search baselines, neither this "
+                               "one nor the teacher)")
     eval_cmd.add_argument("--samples", type=_at_least(2), default=100,
                           help="unconditional agents: paintings to judge (default 100)")
     eval_cmd.add_argument("--classifier", metavar="DIR",
@@ -402,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     brushes_cmd = commands.add_parser("brushes", help="list the installed libmypaint brushes")
     brushes_cmd.set_defaults(run=brushes)
     _add_pipeline_commands(commands)
+    _add_programs_command(commands)
     return parser
 
 

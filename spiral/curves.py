@@ -29,6 +29,8 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 # tag of some run is used, and an entry that matches nothing is left out.
 DEFAULT_TAGS = (
     ("eval/test_l2",),  # the held-out reconstruction error (conditional runs)
+    ("pretrain/held_out_greedy_mse",),  # pretraining runs: the student against ...
+    ("pretrain/held_out_nll",),  # ... and how well it predicts the teacher
     # D(real) - D(fake), the critic's gap (wgan-gp); the non-saturating loss logs only the scores.
     ("discriminator/wasserstein", "discriminator/d_[rf]*"),
     # The learner computes the rewards (the environment's own are 0), so its mean comes first.
@@ -46,6 +48,8 @@ TITLES = {
     "policy/reward_mean": "mean reward per step",
     "env/episode_return_mean": "mean episode return",
     "env/steps_per_s": "env steps / s",
+    "pretrain/held_out_greedy_mse": "pretraining: greedy MSE on held-out demonstrations' images",
+    "pretrain/held_out_nll": "pretraining: held-out NLL of the teacher's actions",
 }
 
 # The tags a ``--blank`` reference applies to: both are the final canvas's L2 to its target.

@@ -10,7 +10,7 @@ The file is JSON Lines. The first line is a header, stamped with ``DEMO_FORMAT``
      "preset": "mnist-pen",
      "env": {...PaintConfig...},
      "data": {"dataset": "mnist", "color": false, "invert": false, "split": "train", "seed": 0},
-     "search": {"bank": 120, "jumps": 30, "jump_factor": 2.0, "seed": 0},
+     "search": {"bank": 30, "jumps": 7, "jump_factor": 2.0, "guided": 1.0, "refine": 4, "seed": 0},
      "experiment": {...the whole experiment: the network pretraining builds...}}
 
 then one line per painted image, in the order they finished::
@@ -19,6 +19,13 @@ then one line per painted image, in the order they finished::
 
 ``index`` is the image's place in the training split (loaded as ``data`` says), ``actions`` one
 action per step, and ``mse`` what replaying them through ``PaintEnv`` on that image gives, exactly.
+
+**Corrections** (DAgger, ``--student AGENT``): a policy cloned from demonstrations drifts into
+canvases the search never showed it, and does not know how to recover there. A corrections file
+records the student's own greedy episodes, ``actions``, with what the search would have done in
+each of their states, ``labels`` (``spiral.search.label_episode``); ``mse`` is the student's.
+Its header adds ``"student": {"agent": PATH, "policy_sha256": ...}``. Pretraining replays the
+student's actions and imitates the labels.
 Lines are appended as the images finish, so an interrupted run leaves a valid file: a reader
 ignores a last line cut short, and ``generate_demonstrations`` picks up where it stopped, skipping
 the indices already there (after checking that the header asks for the same settings).
@@ -29,6 +36,7 @@ depends on its image and the settings only, not on the worker that painted it or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -41,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from envs import ActionCodec, InvalidActionError, PaintConfig, mse
-from envs.storage import FileFormat, write_file
-from spiral.search import JUMP_FACTOR, greedy_search
+from envs.storage import FileFormat, indexed_records, read_json_lines, write_file
+from spiral.search import SearchSettings, greedy_search, label_episode
 
 if TYPE_CHECKING:  # spiral.experiment imports torch: a search worker does without
     from spiral.experiment import Experiment
@@ -52,37 +60,24 @@ SPLIT = "train"  # demonstrations are made on training images only: the test spl
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    """How the search that makes the demonstrations runs (``spiral.search.greedy_search``)."""
-
-    bank: int = 120  # random paint candidates per step
-    jumps: int = 30  # random pen-up-and-paint-from-there candidates per step (with a pen flag)
-    jump_factor: float = JUMP_FACTOR
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name, low in (("bank", 1), ("jumps", 0), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                problems.append(f"{name} must be an integer >= {low}, got {value!r}")
-        factor = self.jump_factor
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor < 0:
-            problems.append(f"jump_factor must be a finite number >= 0, got {factor!r}")
-        if problems:
-            raise ValueError("Invalid search settings: " + "; ".join(problems) + ".")
-
-
-@dataclass(frozen=True)
 class Demonstration:
     """How the search painted one training image: its index, one action per step, the final MSE."""
 
     index: int
-    actions: np.ndarray  # (episode_length, components) int64
+    actions: np.ndarray  # (episode_length, components) int64: what was painted
     mse: float
+    labels: np.ndarray | None = None  # in a corrections file: what the search would have done instead
 
     def to_json(self) -> str:
-        return json.dumps({"index": self.index, "actions": self.actions.tolist(), "mse": self.mse})
+        record = {"index": self.index, "actions": self.actions.tolist(), "mse": self.mse}
+        if self.labels is not None:
+            record["labels"] = self.labels.tolist()
+        return json.dumps(record)
+
+    @property
+    def imitated(self) -> np.ndarray:
+        """The actions a policy learns to take in this episode's states."""
+        return self.actions if self.labels is None else self.labels
 
 
 @dataclass
@@ -96,6 +91,11 @@ class Demonstrations:
     @property
     def config(self) -> PaintConfig:
         return PaintConfig.from_dict(self.header["env"])
+
+    @property
+    def student(self) -> dict[str, Any] | None:
+        """The agent whose episodes a corrections file labels; None for demonstrations."""
+        return self.header.get("student")
 
     @property
     def indices(self) -> list[int]:
@@ -118,10 +118,12 @@ class Demonstrations:
         return np.ascontiguousarray(images[self.indices])
 
 
-def demo_header(experiment: Experiment, search: SearchSettings) -> dict[str, Any]:
-    """The header line of a demonstrations file for ``experiment`` and ``search`` (stamped)."""
+def demo_header(experiment: Experiment, search: SearchSettings, student: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """The header line of a demonstrations file for ``experiment`` and ``search`` (stamped); with ``student``,
+    of a corrections file."""
     data = experiment.data
-    return DEMO_FORMAT.stamp({
+    return DEMO_FORMAT.stamp(({"student": student} if student else {}) | {
         "preset": experiment.name,
         "env": experiment.paint_config().to_dict(),
         "data": {"dataset": data.dataset, "color": data.color, "invert": data.invert, "split": SPLIT,
@@ -132,7 +134,7 @@ def demo_header(experiment: Experiment, search: SearchSettings) -> dict[str, Any
 
 
 # What must agree for a file to be extended: the rest of the experiment (learning rates ...) may change.
-MATCHED = ("preset", "env", "data", "search")
+MATCHED = ("preset", "env", "data", "search", "student")
 
 
 def training_images(data: dict[str, Any], config: PaintConfig, count: int) -> np.ndarray:
@@ -154,46 +156,18 @@ def read_demonstrations(path: str | Path) -> Demonstrations:
     write cut short) is ignored.
     """
     path = Path(path)
-    header, lines = _read_lines(path)
+    header, lines = read_json_lines(path, DEMO_FORMAT)
     config = _config(header, path)
-    codec = ActionCodec(config)
-    demos, seen = [], set()
-    for number, line in lines:
-        demo = _demonstration(line, codec, config.episode_length, f"{path}, line {number}")
-        if demo.index in seen:
-            raise ValueError(f"{path}, line {number}: index {demo.index} appears twice.")
-        seen.add(demo.index)
-        demos.append(demo)
-    return Demonstrations(path, header, sorted(demos, key=lambda demo: demo.index))
-
-
-def _read_lines(path: Path) -> tuple[dict[str, Any], list[tuple[int, str]]]:
-    """The header's body and the complete demonstration lines (numbered from 1, the header's line)."""
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"Not a {DEMO_FORMAT.description}: {path} is not UTF-8 text ({error}).") from error
-    lines = text.split("\n")
-    last = lines.pop()  # "" when the file ends with a newline; else a line that may have been cut short
-    if not lines:
-        raise ValueError(f"Not a {DEMO_FORMAT.description}: {path} has no complete header line.")
-    header = DEMO_FORMAT.parse(lines[0], f"{path} (header line)")
-    numbered = [(number, line) for number, line in enumerate(lines[1:], 2) if line.strip()]
-    if last.strip() and _parses(last):
-        numbered.append((len(lines) + 1, last))
-    return header, numbered
-
-
-def _parses(line: str) -> bool:
-    try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return True
+    codec, labelled = ActionCodec(config), header.get("student") is not None
+    demos = indexed_records(path, lines, lambda record, where: _demonstration(record, codec, config.episode_length,
+                                                                              where, labelled))
+    return Demonstrations(path, header, demos)
 
 
 def _config(header: dict[str, Any], path: Path) -> PaintConfig:
     for key in MATCHED + ("experiment",):
+        if key == "student" and header.get(key) is None:
+            continue  # a demonstrations file
         if not isinstance(header.get(key), str if key == "preset" else dict):
             raise ValueError(f"{path}: the header lacks {key!r} (or it is malformed).")
     try:
@@ -202,29 +176,32 @@ def _config(header: dict[str, Any], path: Path) -> PaintConfig:
         raise ValueError(f"{path}: the header's env is not a valid PaintConfig: {error}") from None
 
 
-def _demonstration(line: str, codec: ActionCodec, length: int, where: str) -> Demonstration:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where} is not valid JSON ({error}).") from None
-    if not isinstance(record, dict) or set(record) != {"index", "actions", "mse"}:
-        raise ValueError(f"{where} must be an object with index, actions and mse, got {line[:200]!r}.")
-    index, actions, error = record["index"], record["actions"], record["mse"]
+def _demonstration(record: Any, codec: ActionCodec, length: int, where: str, labelled: bool) -> Demonstration:
+    keys = {"index", "actions", "mse"} | ({"labels"} if labelled else set())
+    if not isinstance(record, dict) or set(record) != keys:
+        raise ValueError(f"{where} must be an object with {', '.join(sorted(keys))}, got {json.dumps(record)[:200]}.")
+    index, error = record["index"], record["mse"]
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValueError(f"{where}: index must be an integer >= 0, got {index!r}.")
     if isinstance(error, bool) or not isinstance(error, (int, float)) or not math.isfinite(error):
         raise ValueError(f"{where}: mse must be a finite number, got {error!r}.")
+    actions, labels = (_actions(record[key], key, codec, length, where) if key in record else None
+                       for key in ("actions", "labels"))
+    return Demonstration(index, actions, float(error), labels)
+
+
+def _actions(actions: Any, key: str, codec: ActionCodec, length: int, where: str) -> np.ndarray:
     if not isinstance(actions, list) or len(actions) != length:
-        raise ValueError(f"{where}: actions must be a list of {length} actions (episode_length), got "
+        raise ValueError(f"{where}: {key} must be a list of {length} actions (episode_length), got "
                          f"{len(actions) if isinstance(actions, list) else type(actions).__name__}.")
     for step, action in enumerate(actions):
         if not isinstance(action, list) or not all(type(value) is int for value in action):
-            raise ValueError(f"{where}: action {step} must be a list of integers, got {json.dumps(action)[:200]}.")
+            raise ValueError(f"{where}: {key}[{step}] must be a list of integers, got {json.dumps(action)[:200]}.")
     try:
         checked = [codec.validate(action) for action in actions]
     except InvalidActionError as error:
-        raise ValueError(f"{where}: {error}") from None
-    return Demonstration(index, np.stack(checked).astype(np.int64), float(error))
+        raise ValueError(f"{where}: {key}: {error}") from None
+    return np.stack(checked).astype(np.int64)
 
 
 # --- making them ------------------------------------------------------------------------------------------
@@ -240,20 +217,24 @@ class Summary:
     blank_mse: float  # the blank canvas on the same images
     seconds: float  # wall-clock time of this call's painting
     cpu_seconds: float  # search time summed over the workers
+    corrections: bool = False  # a corrections file: the MSE is the student's
 
     def line(self) -> str:
         per = f"{self.seconds / self.new:.3f} s per image ({self.cpu_seconds / self.new:.3f} CPU-s)" if self.new else \
             "nothing new to paint"
-        return (f"{self.total} demonstrations in {self.path} ({self.new} new): mean MSE {self.mean_mse:.4f} "
+        kind, whose = ("corrections", "the student's mean MSE") if self.corrections else ("demonstrations", "mean MSE")
+        return (f"{self.total} {kind} in {self.path} ({self.new} new): {whose} {self.mean_mse:.4f} "
                 f"(blank canvas {self.blank_mse:.4f}); {per}")
 
 
 def generate_demonstrations(experiment: Experiment, count: int, search: SearchSettings, out: str | Path,
-                            workers: int = 1, progress: bool = True) -> Summary:
+                            workers: int = 1, progress: bool = True, student: str | Path | None = None) -> Summary:
     """Paint the first ``count`` training images with the search, appending to the JSONL file ``out``.
 
     Indices already in ``out`` are skipped (a rerun resumes); a file whose header asks for other
     settings is refused. ``workers`` > 1 paints in that many processes, each with its own renderer.
+    With ``student`` (an agent folder), write corrections instead: the student paints each image,
+    greedy, and the search labels every state of its episode; ``mse`` is then the student's.
     """
     from tqdm import tqdm
 
@@ -266,15 +247,16 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
         raise ValueError(f"The experiment limits its data to {limit} images per split (data.limit); "
                          f"asked for {count}.")
     out = Path(out)
-    header = demo_header(experiment, search)
-    done = _prepare(out, header)
     config = experiment.paint_config()
+    agent, student_record = _student(student, config) if student is not None else (None, None)
+    header = demo_header(experiment, search, student_record)
+    done = _prepare(out, header)
     targets = training_images(header["data"], config, count)
     todo = [index for index in range(count) if index not in done]
     start, cpu = time.perf_counter(), 0.0
     bar = tqdm(total=count, initial=count - len(todo), desc="demonstrations", unit="img", disable=not progress)
-    with open(out, "a", encoding="utf-8") as file, bar:
-        for demo, seconds in _paint_all(config, search, targets, todo, workers):
+    with open(out, "a", encoding="utf-8") as file, bar, _student_threads(agent):
+        for demo, seconds in _paint_all(config, search, targets, todo, workers, agent):
             file.write(demo.to_json() + "\n")
             file.flush()
             done[demo.index] = demo.mse
@@ -285,8 +267,9 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
     painted = [index for index in range(count) if index in done]
     blank = np.full_like(targets[0], config.background)
     blank_mse = float(np.mean([float(mse(blank, targets[index])) for index in painted])) if painted else math.nan
-    return Summary(out, len(done), len(todo), float(np.mean(list(done.values()))) if done else math.nan, blank_mse,
-                   elapsed, cpu)
+    mean_mse = float(np.mean([done[index] for index in sorted(done)])) if done else math.nan  # in index order: the
+    # same sum whatever order the workers finished in
+    return Summary(out, len(done), len(todo), mean_mse, blank_mse, elapsed, cpu, corrections=agent is not None)
 
 
 def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
@@ -296,10 +279,10 @@ def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
         return {}
     existing = read_demonstrations(out)
     body = DEMO_FORMAT.check(header, "the asked settings")
-    different = [key for key in MATCHED if existing.header.get(key) != body[key]]
+    different = [key for key in MATCHED if existing.header.get(key) != body.get(key)]
     if different:
         details = "; ".join(f"{key}: the file has {json.dumps(existing.header.get(key))}, asked "
-                            f"{json.dumps(body[key])}" for key in different)
+                            f"{json.dumps(body.get(key))}" for key in different)
         raise ValueError(f"{out} holds demonstrations made with other settings ({details}). Write to another "
                          f"file, or delete this one to start over.")
     text = out.read_text()
@@ -309,10 +292,44 @@ def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
     return {demo.index: demo.mse for demo in existing.demos}
 
 
+def _student(folder: str | Path, config: PaintConfig) -> tuple[Any, dict[str, Any]]:
+    """The student agent in ``folder`` and how a corrections header names it; refused if it paints otherwise."""
+    import hashlib
+
+    from spiral.agent import load_agent
+
+    agent = load_agent(folder)
+    if not agent.conditional:
+        raise ValueError(f"The student {folder} paints from scratch; corrections need a reconstruction agent.")
+    if agent.paint_config != config:
+        raise ValueError(f"The student {folder} paints with other environment settings than the preset's: its "
+                         "episodes could not be labelled in the preset's action space.")
+    digest = hashlib.sha256((Path(folder) / "policy.pt").read_bytes()).hexdigest()
+    return agent, {"agent": str(Path(folder).resolve()), "policy_sha256": digest}
+
+
+def _student_threads(student: Any) -> contextlib.AbstractContextManager:
+    """One torch thread while a student paints beside the search workers (``spiral.agent.one_torch_thread``)."""
+    if student is None:
+        return contextlib.nullcontext()
+    from spiral.agent import one_torch_thread
+
+    return one_torch_thread()
+
+
 def _paint_all(config: PaintConfig, search: SearchSettings, targets: np.ndarray, todo: list[int],
-               workers: int) -> Iterator[tuple[Demonstration, float]]:
-    """The demonstrations of ``todo``, as they finish, with the seconds each took."""
-    jobs = ((index, np.ascontiguousarray(targets[index])) for index in todo)
+               workers: int, student: Any = None) -> Iterator[tuple[Demonstration, float]]:
+    """The demonstrations of ``todo``, as they finish, with the seconds each took.
+
+    A ``student`` paints in this process (torch stays out of the workers), as the workers ask for jobs.
+    """
+    def job(index: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        target = np.ascontiguousarray(targets[index])
+        if student is None:
+            return index, target, None
+        return index, target, np.asarray(student.paint(target, seed=index, greedy=True).actions, np.int64)
+
+    jobs = map(job, todo)
     if workers == 1 or len(todo) <= 1:
         _start_worker(config.to_dict(), asdict(search))
         yield from map(_paint_one, jobs)
@@ -332,11 +349,16 @@ def _start_worker(config: dict[str, Any], search: dict[str, Any]) -> None:
     _worker["config"], _worker["search"] = PaintConfig.from_dict(config), SearchSettings(**search)
 
 
-def _paint_one(job: tuple[int, np.ndarray]) -> tuple[Demonstration, float]:
-    index, target = job
+def _paint_one(job: tuple[int, np.ndarray, np.ndarray | None]) -> tuple[Demonstration, float]:
+    """A demonstration of the search, or with a student's ``actions``, its corrections."""
+    index, target, actions = job
     config, search = _worker["config"], _worker["search"]
     start = time.perf_counter()
-    result = greedy_search(config, target, search.bank, np.random.default_rng([search.seed, index]),
-                           jumps=search.jumps, jump_factor=search.jump_factor)
-    demo = Demonstration(index, np.asarray(result.actions, np.int64), result.mse)
+    rng = np.random.default_rng([search.seed, index])
+    if actions is None:
+        result = greedy_search(config, target, rng=rng, **search.keywords())
+        demo = Demonstration(index, np.asarray(result.actions, np.int64), result.mse)
+    else:
+        labels, error = label_episode(config, target, actions, rng, **search.keywords())
+        demo = Demonstration(index, actions, error, labels)
     return demo, time.perf_counter() - start

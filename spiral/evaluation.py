@@ -7,7 +7,10 @@ canvas, with a 95% confidence interval over the images:
 - a blank canvas (what painting nothing scores);
 - a random policy (what painting without looking scores);
 - a greedy search: each stroke is the best of a bank of random strokes, judged by rendering it
-  with the real brush, with the same stroke budget (what brute force reaches, and at what cost).
+  with the real brush, with the same stroke budget (what brute force reaches, and at what cost);
+- the teacher: the search that makes pretraining's demonstrations (``SearchSettings()``: strokes
+  aimed at missing ink, hill-climbed, pen-up moves), in the agent's own action space: what the
+  agent imitates, so the gap between the two is what imitation has left to learn.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from envs import PaintConfig, PaintEnv, mse
 from spiral.agent import Agent
-from spiral.search import greedy_search
+from spiral.search import SearchSettings, greedy_search
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,17 @@ def search_score(config: PaintConfig, targets: np.ndarray, bank: int, seed: int 
     return _timed(f"greedy search ({bank} strokes)", targets, paint)
 
 
+def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSettings = SearchSettings()) -> Score:
+    """The demonstrations' search in the agent's action space; image ``i`` draws from ``[settings.seed, i]``."""
+    def paint(i: int, target: np.ndarray) -> np.ndarray:
+        return greedy_search(config, target, rng=np.random.default_rng([settings.seed, i]),
+                             **settings.keywords()).canvas
+
+    return _timed(f"teacher search ({settings.bank} aimed strokes, {settings.refine} climbs)", targets, paint)
+
+
 def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200) -> list[Score]:
-    """The agent (sampled and greedy) and the baselines, on the same targets; ``bank=0`` skips the search.
+    """The agent (sampled and greedy) and the baselines, on the same targets; ``bank=0`` skips the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
     agents trained with one preset can share one measurement of it.
@@ -100,4 +112,4 @@ def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200) -> list[Score]:
     config = agent.paint_config
     scores = [agent_score(agent, targets, greedy=False), agent_score(agent, targets, greedy=True),
               blank_score(config, targets), random_score(config, targets)]
-    return scores + [search_score(config, targets, bank)] if bank else scores
+    return scores + [search_score(config, targets, bank), teacher_score(config, targets)] if bank else scores

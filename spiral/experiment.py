@@ -100,6 +100,10 @@ class TrainingSettings:
     # checked against env and network here (``Experiment._init_from_problems``), loaded when the
     # algorithm builds (``spiral.rllib.module``); a resumed run starts from its checkpoint instead.
     init_from: str | None = None
+    # With init_from: the policy loss adds anchor_kl x KL(policy || the init_from policy) per step,
+    # summed over the components, which holds what pretraining taught while a young discriminator
+    # gives noisy rewards (SPIRAL++'s concern; RL from scratch collapses within 20k steps here).
+    anchor_kl: float = 0.0
 
 
 @dataclass
@@ -150,6 +154,9 @@ class Experiment:
             self.network_config()
         except (TypeError, ValueError) as error:
             problems.append(str(error))
+        if self.training.anchor_kl > 0 and self.training.init_from is None:
+            problems.append("training.anchor_kl holds the policy near the one it starts from: set "
+                            "training.init_from to that agent's folder")
         if self.training.init_from is not None and not problems:  # compared with a valid env and network
             problems += self._init_from_problems()
         return problems
@@ -265,11 +272,14 @@ class Experiment:
             experiment = cls.from_dict(data)
         except ValueError as error:
             raise ValueError(f"Preset {path}: {error}") from None
-        if not overrides:
-            return experiment
+        return experiment.with_overrides(overrides) if overrides else experiment
+
+    def with_overrides(self, overrides: list[str]) -> Experiment:
+        """This experiment with ``section.field=value`` overrides applied, validated as a whole."""
+        data = self.to_dict()
         for override in overrides:
             _apply_override(data, override)
-        return cls.from_dict(data)
+        return Experiment.from_dict(data)
 
 
 @functools.lru_cache(maxsize=4)
@@ -322,7 +332,8 @@ class OneOf:
 POSITIVE, NON_NEGATIVE, COUNT, FRACTION = Range(0, strict=True), Range(0), Range(1), Range(0, 1)
 LIMITS: dict[str, Range | OneOf] = {
     "network.input_size": COUNT, "network.channels": COUNT, "network.res_blocks": NON_NEGATIVE,
-    "network.hidden": COUNT, "network.embedding": COUNT,
+    "network.hidden": COUNT, "network.embedding": COUNT, "network.fine_channels": NON_NEGATIVE,
+    "training.anchor_kl": NON_NEGATIVE,
     "data.dataset": OneOf(DATASETS, FOLDER_PREFIX), "data.limit": COUNT,
     "reward.mode": OneOf(LEARNER_REWARD_MODES), "reward.discriminator_weight": NON_NEGATIVE,
     "reward.l2_weight": NON_NEGATIVE, "reward.stroke_penalty": NON_NEGATIVE, "reward.blank_penalty": NON_NEGATIVE,

@@ -45,20 +45,25 @@ class NetworkConfig:
     hidden: int = 128  # fully connected layer and LSTM
     embedding: int = 16  # per action component
     flag_paint_bias: float = 2.0  # initial logit of "paint" over "move": start by painting
+    # Detail for the spatial heads (0 and False: the original network, which shipped agents use):
+    fine_channels: int = 0  # a full-resolution path from the stem to the spatial heads' last layer
+    pen_map: bool = False  # an input channel marking the grid cell the pen is in
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("input_size", "channels", "res_blocks", "hidden", "embedding"):
-            value, low = getattr(self, name), 0 if name == "res_blocks" else 1
+        for name in ("input_size", "channels", "res_blocks", "hidden", "embedding", "fine_channels"):
+            value, low = getattr(self, name), 0 if name in ("res_blocks", "fine_channels") else 1
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 problems.append(f"{name} must be an integer >= {low}, got {value!r}")
         bias = self.flag_paint_bias
         if isinstance(bias, bool) or not isinstance(bias, Real) or not math.isfinite(bias):
             problems.append(f"flag_paint_bias must be a finite number, got {bias!r}")
+        if not isinstance(self.pen_map, bool):
+            problems.append(f"pen_map must be true or false, got {self.pen_map!r}")
         if not problems:
             if self.res_blocks > MAX_RES_BLOCKS:
                 problems.append(f"res_blocks must be at most {MAX_RES_BLOCKS}, got {self.res_blocks}")
-            if self.channels * self.input_size**2 > MAX_FEATURE_MAP:
+            if max(self.channels, self.fine_channels) * self.input_size**2 > MAX_FEATURE_MAP:
                 problems.append(f"channels x input_size**2 must be at most {MAX_FEATURE_MAP:,} (the stem's feature "
                                 f"map per image), got {self.channels} x {self.input_size}**2")
         if problems:
@@ -112,25 +117,35 @@ class SpatialHead(nn.Module):
     connection around the fully connected layer and the LSTM. "Paint where the target is and the
     canvas is not" is local in the picture, and a path that keeps space lets the head learn it
     without first squeezing the picture through a vector (as spatial-action agents do).
+
+    With ``fine_channels`` the last layer also reads a grid x grid map from the stem (a U-Net's
+    skip at full resolution): an 8 x 8 map says roughly where to paint, the fine map says which
+    cell holds the ink; the logits add the two, so the probabilities multiply them.
     """
 
-    def __init__(self, hidden: int, grid: int, channels: int):
+    def __init__(self, hidden: int, grid: int, channels: int, fine_channels: int = 0):
         super().__init__()
-        self.grid, self.channels = grid, channels
+        self.grid, self.channels, self.fine_channels = grid, channels, fine_channels
         self.project = nn.Linear(hidden, channels * MAP * MAP)
         layers, size = [], MAP
         while size < grid:
             layers += [nn.ReLU(), nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1)]
             size *= 2
-        layers += [nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(channels + fine_channels, 1, 3, padding=1)]
         self.decode = nn.Sequential(*layers)
         self.size = size
 
-    def forward(self, z: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
-        maps = self.decode(self.project(z).view(-1, self.channels, MAP, MAP) + spatial)
-        if self.size != self.grid:  # grids that are not powers of two times MAP: resample the map
-            maps = F.interpolate(maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-        return maps.flatten(1)
+    def forward(self, z: torch.Tensor, spatial: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.project(z).view(-1, self.channels, MAP, MAP) + spatial
+        if fine is None:
+            maps = self.decode(x)
+            if self.size != self.grid:  # grids that are not powers of two times MAP: resample the map
+                maps = F.interpolate(maps, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+            return maps.flatten(1)
+        x = self.decode[:-1](x)
+        if self.size != self.grid:
+            x = F.interpolate(x, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        return self.decode[-1](torch.cat([x, fine], dim=1)).flatten(1)
 
 
 class PolicyNetwork(nn.Module):
@@ -147,10 +162,13 @@ class PolicyNetwork(nn.Module):
                  conditional: bool, config: NetworkConfig = NetworkConfig()):
         super().__init__()
         self.names, self.nvec = tuple(action_names), tuple(int(n) for n in action_nvec)
-        self.config, self.conditional = config, conditional
-        c, hidden = config.channels, config.hidden
-        in_channels = (6 if conditional else 3) + 2
+        self.config, self.conditional, self.grid = config, conditional, grid_size
+        c, hidden, fine = config.channels, config.hidden, config.fine_channels
+        if config.pen_map and "end" not in self.names:
+            raise ValueError(f"pen_map needs an 'end' action component (where the pen goes), got {self.names}.")
+        in_channels = (6 if conditional else 3) + 2 + int(config.pen_map)
         self.stem = nn.Conv2d(in_channels, c, 5, padding=2)
+        self.fine = nn.Sequential(nn.ReLU(), nn.Conv2d(c, fine, 3, padding=1), nn.ReLU()) if fine else None
         self.prev_action_embeddings = nn.ModuleList(nn.Embedding(n, config.embedding) for n in self.nvec)
         self.prev_action_mlp = nn.Sequential(
             nn.Linear(config.embedding * len(self.nvec) + 1, hidden), nn.ReLU(), nn.Linear(hidden, c)
@@ -163,7 +181,7 @@ class PolicyNetwork(nn.Module):
         self.fc = nn.Linear(c * size * size, hidden)
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
         self.heads = nn.ModuleList(
-            SpatialHead(hidden, grid_size, c) if name in SPATIAL else nn.Linear(hidden, n)
+            SpatialHead(hidden, grid_size, c, fine) if name in SPATIAL else nn.Linear(hidden, n)
             for name, n in zip(self.names, self.nvec)
         )
         self.chosen_embeddings = nn.ModuleList(nn.Embedding(n, config.embedding) for n in self.nvec)
@@ -193,29 +211,51 @@ class PolicyNetwork(nn.Module):
             x = F.interpolate(x, size=(self.config.input_size,) * 2, mode="area")
         return x
 
+    def _pen_map(self, previous: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """(N, 1, input_size, input_size): 1 on the grid cell the pen is in, from the previous action's end
+        (the first step's pen is at the canvas centre), resampled to the network's input."""
+        grid = self.grid
+        cells = previous[:, self.names.index("end")].clone()
+        cells[step.reshape(-1) == 0] = (grid // 2) * grid + grid // 2
+        pen = F.one_hot(cells, grid * grid).float().view(-1, 1, grid, grid)
+        size = self.config.input_size
+        if grid == size:
+            return pen
+        return F.interpolate(pen, size=(size, size), mode="area" if grid > size else "nearest")
+
     def features(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor]
                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Observations (B, T, ...) and LSTM state (B, hidden) each -> features and the new state.
 
         Features are the LSTM's output (B, T, hidden) followed by the encoder's flattened
-        ``MAP`` x ``MAP`` feature map of the same step, which the spatial heads read.
+        ``MAP`` x ``MAP`` feature map of the same step, which the spatial heads read, and with
+        ``fine_channels`` the flattened grid x grid map of the fine path.
         """
         batch, steps = observation["canvas"].shape[:2]
         flat = {key: value.reshape(batch * steps, *value.shape[2:]) for key, value in observation.items()}
         pictures = [self._images(flat["canvas"])]
         if self.conditional:
             pictures.append(self._images(flat["target"]))
-        coordinates = self.coordinates.expand(batch * steps, -1, -1, -1)
-        x = self.stem(torch.cat([*pictures, coordinates], dim=1))
+        pictures.append(self.coordinates.expand(batch * steps, -1, -1, -1))
         previous = flat["prev_action"].long()
+        if self.config.pen_map:
+            pictures.append(self._pen_map(previous, flat["step"]))
+        x = self.stem(torch.cat(pictures, dim=1))
         embedded = [embedding(previous[:, i]) for i, embedding in enumerate(self.prev_action_embeddings)]
         context = self.prev_action_mlp(torch.cat([*embedded, flat["step"].float().reshape(-1, 1)], dim=1))
-        x = self.encoder(x + context[:, :, None, None])
+        x = x + context[:, :, None, None]
+        parts = []
+        if self.fine is not None:
+            fine = self.fine(x)
+            if fine.shape[-1] != self.grid:
+                fine = F.interpolate(fine, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+            parts.append(fine.reshape(batch, steps, -1))
+        x = self.encoder(x)
         spatial = x if x.shape[-1] == MAP else F.interpolate(x, size=(MAP, MAP), mode="area")
         x = F.relu(self.fc(x.flatten(1))).view(batch, steps, -1)
         h, c = state
         x, (h, c) = self.lstm(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
-        return torch.cat([x, spatial.reshape(batch, steps, -1)], dim=-1), (h.squeeze(0), c.squeeze(0))
+        return torch.cat([x, spatial.reshape(batch, steps, -1), *parts], dim=-1), (h.squeeze(0), c.squeeze(0))
 
     def value(self, features: torch.Tensor) -> torch.Tensor:
         return self.value_head(features[..., :self.config.hidden]).squeeze(-1)
@@ -223,13 +263,15 @@ class PolicyNetwork(nn.Module):
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Walk the heads in order; sample (or take ``actions``) and condition on each choice."""
-        leading, hidden = features.shape[:-1], self.config.hidden
+        leading, hidden, channels = features.shape[:-1], self.config.hidden, self.config.channels
         flat = features.reshape(-1, features.shape[-1])
-        z, spatial, chosen, logits = flat[:, :hidden], flat[:, hidden:].view(-1, self.config.channels, MAP, MAP), [], []
+        end = hidden + channels * MAP * MAP
+        z, spatial, chosen, logits = flat[:, :hidden], flat[:, hidden:end].view(-1, channels, MAP, MAP), [], []
+        fine = flat[:, end:].view(-1, self.config.fine_channels, self.grid, self.grid) if self.fine is not None else None
         if actions is not None:
             actions = actions.reshape(-1, actions.shape[-1])
         for i, (name, head) in enumerate(zip(self.names, self.heads)):
-            component_logits = head(z, spatial) if name in SPATIAL else head(z)
+            component_logits = head(z, spatial, fine) if name in SPATIAL else head(z)
             if actions is not None:
                 choice = actions[..., i].long()
             elif greedy:
@@ -261,6 +303,13 @@ class PolicyNetwork(nn.Module):
             for i, part in enumerate(self.split(logits))
         ]
         return torch.stack(parts, dim=-1).sum(-1)
+
+    def divergences(self, logits: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """Per-component KL(these logits' policy || ``other``'s), (..., components); each component's
+        distributions are conditioned on the same earlier choices (both teacher forced on one action)."""
+        return torch.stack([F.kl_div(theirs.log_softmax(-1), ours.log_softmax(-1), log_target=True,
+                                     reduction="none").sum(-1)
+                            for ours, theirs in zip(self.split(logits), self.split(other))], -1)
 
     def entropies(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-component entropy (..., components), each conditioned on the earlier choices."""

@@ -13,10 +13,14 @@ A run folder holds:
 
 =====================  ==========================================================================
 ``pretrain.json``      the demonstrations file, its header, the settings and the held-out indices
+``experiment.json``    the experiment the policy belongs to (the demonstrations', with the network
+                       overrides): what ``scripts/ship_agent.sh`` ships and ``spiral train`` continues
 ``checkpoint/``        ``policy.pt``, ``optimizer.pt`` (``torch.save``'d state_dicts) and
                        ``state.json`` (step, seconds, the batch sampler's state), written whole
 ``agent/``             the policy as an exported agent: ``spiral eval --agent RUN/agent`` scores it
-``tb/``                TensorBoard: train and held-out NLL, per component too; held-out greedy MSE
+``tb/``                TensorBoard: train and held-out NLL, per component too; greedy MSE on held-out
+                       demonstrations' images; ``eval/test_l2`` as ``spiral train`` logs it (sampled,
+                       the first 32 test images), so ``spiral curves --x wall`` sets the stages side by side
 =====================  ==========================================================================
 
 Replayed episodes are cached in memory as uint8 canvases: episode_length x canvas pixels each
@@ -44,6 +48,7 @@ from spiral.demonstrations import Demonstrations, read_demonstrations
 from spiral.manifest import AgentManifest, TrainingRecord
 from spiral.policy import PolicyNetwork, check_network_size
 
+EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2
 RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
 STATE_FORMAT = FileFormat("spiral-pretrain-checkpoint", 1, "spiral pretraining checkpoint")
 
@@ -81,14 +86,21 @@ class Episodes:
 
     canvases: torch.Tensor  # (N, T, H, W, 3) uint8: the canvas before each step
     targets: torch.Tensor  # (N, H, W, 3) uint8
-    actions: torch.Tensor  # (N, T, C) int64: the demonstrated actions
+    actions: torch.Tensor  # (N, T, C) int64: the actions painted
+    labels: torch.Tensor  # (N, T, C) int64: the actions to imitate (the painted ones, or a correction's labels)
     final_mse: np.ndarray  # (N,) what the replay scored
 
     def __len__(self) -> int:
         return len(self.actions)
 
+    @staticmethod
+    def concatenate(parts: list[Episodes]) -> Episodes:
+        return Episodes(*(torch.cat([getattr(part, name) for part in parts]) for name in
+                          ("canvases", "targets", "actions", "labels")),
+                        np.concatenate([part.final_mse for part in parts]))
+
     def batch(self, rows: np.ndarray | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Observations (B, T, ...) as ``PaintEnv`` gave them, and the actions (B, T, C)."""
+        """Observations (B, T, ...) as ``PaintEnv`` gave them, and the actions to imitate (B, T, C)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         actions = self.actions[rows]
         batch, steps = actions.shape[:2]
@@ -99,11 +111,13 @@ class Episodes:
             "prev_action": previous,
             "target": self.targets[rows][:, None].expand(-1, steps, -1, -1, -1),
         }
-        return observation, actions
+        return observation, self.labels[rows]
 
 
-def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray]) -> Episodes:
-    """Replay each action sequence through ``PaintEnv`` on its target, keeping every observation."""
+def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray],
+           labels: list[np.ndarray] | None = None) -> Episodes:
+    """Replay each action sequence through ``PaintEnv`` on its target, keeping every observation; ``labels``
+    are the actions to imitate where they are not the ones painted."""
     env = PaintEnv(config, target_source=targets[:1])
     try:
         canvases, finals = [], []
@@ -117,8 +131,10 @@ def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray]) 
             finals.append(env.l2())
     finally:
         env.close()
-    return Episodes(torch.from_numpy(np.stack(canvases)), torch.from_numpy(np.ascontiguousarray(targets)),
-                    torch.from_numpy(np.stack(actions).astype(np.int64)), np.asarray(finals))
+    painted = torch.from_numpy(np.stack(actions).astype(np.int64))
+    imitated = painted if labels is None else torch.from_numpy(np.stack(labels).astype(np.int64))
+    return Episodes(torch.from_numpy(np.stack(canvases)), torch.from_numpy(np.ascontiguousarray(targets)), painted,
+                    imitated, np.asarray(finals))
 
 
 def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
@@ -137,7 +153,10 @@ def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: to
 class Pretrainer:
     """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
 
-    def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True):
+    def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True,
+                 corrections: list[str | Path] = ()):
+        """Continue the run in ``run_dir``; ``demos_path`` points to its demonstrations where they moved, and
+        ``corrections`` adds corrections files (``spiral demos --student``) to learn from from now on."""
         self.run_dir = Path(run_dir)
         run_file = self.run_dir / "pretrain.json"
         if not run_file.is_file():
@@ -146,10 +165,16 @@ class Pretrainer:
         self.settings = PretrainSettings(**self.record["settings"])
         self.progress = progress
         self.demos = read_demonstrations(demos_path or self.record["demonstrations"])
+        if self.demos.student is not None:
+            raise ValueError(f"{self.demos.path} is a corrections file: pretraining starts from the search's own "
+                             "demonstrations (`spiral demos` without --student), then adds corrections.")
         if demos_path is not None:
             _check_same_kind(self.demos, self.record, run_file)
-        self.experiment = self.demos.experiment()
+        self.corrections = self._corrections(corrections, run_file)
+        self.experiment = self.demos.experiment().with_overrides(self.record.get("network_overrides", []))
         self.config = self.demos.config
+        if not (self.run_dir / "experiment.json").is_file():
+            write_file(self.run_dir / "experiment.json", lambda path: path.write_text(self.experiment.to_json()))
         if not self.experiment.reward.conditional:
             raise ValueError(f"{self.demos.path}: demonstrations reconstruct training images; pretraining needs a "
                              "conditional experiment (reward.conditional = true).")
@@ -163,15 +188,21 @@ class Pretrainer:
         self.sampler = np.random.default_rng(self.settings.seed)
         if (self.run_dir / "checkpoint" / "state.json").is_file():
             self._restore()
-        held_out = set(self.record["held_out"])
-        self.train_rows = np.array([row for row, index in enumerate(self.demos.indices) if index not in held_out])
-        self.held_rows = np.array([row for row, index in enumerate(self.demos.indices) if index in held_out])
+        # Held-out images are kept out of training in every file; the held-out NLL is measured on the search's
+        # own demonstrations (rows of the first file), comparable from the first step to the last.
+        held_out, files = set(self.record["held_out"]), [self.demos, *self.corrections]
+        indices = [(number, index) for number, file in enumerate(files) for index in file.indices]
+        self.train_rows = np.array([row for row, (_, index) in enumerate(indices) if index not in held_out], np.int64)
+        self.held_rows = np.array([row for row, (number, index) in enumerate(indices)
+                                   if number == 0 and index in held_out], np.int64)
         if len(self.train_rows) == 0:
             raise ValueError(f"{self.demos.path} has no demonstrations to train on beyond the held-out ones.")
         start = time.perf_counter()
-        self.episodes = replay(self.config, self.demos.targets(), [demo.actions for demo in self.demos.demos])
+        self.episodes = Episodes.concatenate([
+            replay(self.config, file.targets(), [demo.actions for demo in file.demos],
+                   None if file.student is None else [demo.labels for demo in file.demos]) for file in files])
         self.replay_seconds = time.perf_counter() - start
-        recorded = np.array([demo.mse for demo in self.demos.demos])
+        recorded = np.array([demo.mse for file in files for demo in file.demos])
         if mismatched := int(np.sum(self.episodes.final_mse != recorded)):
             warnings.warn(f"{mismatched} of {len(recorded)} demonstrations replay to another MSE than recorded "
                           "(another libmypaint version?): training on the replayed canvases.", stacklevel=2)
@@ -179,18 +210,40 @@ class Pretrainer:
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
+    def _corrections(self, added: list[str | Path], run_file: Path) -> list[Demonstrations]:
+        """The run's corrections files, with ``added`` ones checked and recorded in ``pretrain.json``."""
+        known = list(self.record.get("corrections", []))
+        new = [str(Path(path).resolve()) for path in added if str(Path(path).resolve()) not in known]
+        files = [read_demonstrations(path) for path in known + new]
+        for file in files:
+            if file.student is None:
+                raise ValueError(f"{file.path} is not a corrections file: make one with `spiral demos --student AGENT`.")
+            _check_same_kind(file, self.record, run_file)
+        if new:
+            self.record["corrections"] = known + new
+            record = RUN_FORMAT.stamp(self.record)
+            write_file(run_file, lambda path: path.write_text(json.dumps(record, indent=2)))
+        return files
+
     @classmethod
     def start(cls, demos_path: str | Path, run_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
-              progress: bool = True) -> Pretrainer:
-        """A new run in ``run_dir`` on the demonstrations file ``demos_path``."""
+              progress: bool = True, network_overrides: list[str] = ()) -> Pretrainer:
+        """A new run in ``run_dir`` on the demonstrations file ``demos_path``.
+
+        ``network_overrides`` (``network.field=value``) change the network the demonstrations'
+        experiment names, say to pretrain a larger one; the env and data are the demonstrations'.
+        """
         run_dir = Path(run_dir)
+        if others := [override for override in network_overrides if not override.startswith("network.")]:
+            raise ValueError(f"Pretraining can change only the network (network.field=value), got {others}: the "
+                             "demonstrations fix the environment and the data.")
         if (run_dir / "pretrain.json").exists():
             raise ValueError(f"{run_dir} already holds a pretraining run: continue it with --resume, or choose "
                              "another --out.")
         demos = read_demonstrations(demos_path)
         if len(demos.demos) < 1:
             raise ValueError(f"{demos.path} holds no demonstrations yet: make some with `spiral demos`.")
-        demos.experiment()  # refuse a header this code cannot use before anything is written
+        demos.experiment().with_overrides(list(network_overrides))  # refuse what cannot be built before writing
         order = np.random.default_rng(settings.seed).permutation(len(demos.demos))
         total = len(demos.demos)
         count = min(max(round(settings.held_out * total), 1 if settings.held_out > 0 else 0), total - 1)
@@ -200,6 +253,7 @@ class Pretrainer:
             "demonstrations_header": {key: demos.header[key] for key in ("preset", "env", "data", "search")},
             "settings": asdict(settings),
             "held_out": held_out,  # image indices: kept out even if the file grows before a --resume
+            "network_overrides": list(network_overrides),
         })
         write_file(run_dir / "pretrain.json", lambda path: path.write_text(json.dumps(record, indent=2)))
         return cls(run_dir, progress=progress)
@@ -294,6 +348,11 @@ class Pretrainer:
         search = float(np.mean(self.episodes.final_mse[rows]))
         self.writer.add_scalar("pretrain/held_out_greedy_mse", greedy, self.step)
         self.writer.add_scalar("pretrain/held_out_search_mse", search, self.step)
+        # What an RL run logs as eval/test_l2 (spiral.rllib.trainer: sampled, seeded by the image's place).
+        tests = self.experiment.images("test")[:EVAL_TEST_IMAGES]
+        if len(tests):
+            sampled = float(np.mean([agent.paint(target, seed=seed).l2 for seed, target in enumerate(tests)]))
+            self.writer.add_scalar("eval/test_l2", sampled, self.step)
         self.writer.flush()
         return {"greedy_mse": greedy, "search_mse": search}
 

@@ -81,7 +81,7 @@ def test_evaluate_reports_the_agent_and_every_baseline(mnist):
     agent = untrained_agent(config, True, NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32))
     scores = evaluate(agent, targets[:2], bank=5)
     assert [s.name for s in scores] == ["agent (sampled)", "agent (greedy)", "blank canvas", "random policy",
-                                        "greedy search (5 strokes)"]
+                                        "greedy search (5 strokes)", "teacher search (30 aimed strokes, 4 climbs)"]
     assert all(0 <= s.mean <= 1 and s.seconds_per_image >= 0 for s in scores)
     assert [s.mean for s in evaluate(agent, targets[:2], bank=0)] == [s.mean for s in scores[:4]]
 
@@ -100,4 +100,5 @@ def test_spiral_eval_prints_the_table(tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows] == ["| painter", "| agent (sampled)", "| agent (greedy)",
                                                       "| blank canvas", "| random policy",
-                                                      "| greedy search (3 strokes)"]
+                                                      "| greedy search (3 strokes)",
+                                                      "| teacher search (30 aimed strokes, 4 climbs)"]

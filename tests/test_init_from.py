@@ -155,6 +155,38 @@ def test_the_module_loads_the_weights_in_setup_without_ray(pretrained):
     assert "init_from" not in plain.model_config
 
 
+def test_the_anchor_is_a_frozen_copy_of_the_starting_policy(pretrained):
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.columns import Columns
+
+    from spiral.rllib.algorithm import module_specs
+
+    with pytest.raises(ValueError, match="training.anchor_kl holds the policy near the one it starts from"):
+        smoke("training.anchor_kl=0.1")
+    with pytest.raises(ValueError, match="training.anchor_kl must be a number >= 0"):
+        smoke(f'training.init_from="{pretrained}"', "training.anchor_kl=-1")
+    experiment = smoke(f'training.init_from="{pretrained}"', "training.anchor_kl=0.1")
+    module = module_specs(experiment).rl_module_specs[DEFAULT_MODULE_ID].build()
+    assert_weights_equal({key.removeprefix("anchor_"): value for key, value in module.state_dict().items()
+                          if key.startswith("anchor_net.")}, load_agent(pretrained).policy.state_dict())
+    assert not any(parameter.requires_grad for parameter in module.anchor_net.parameters())
+    batch = observations(experiment)
+    logits = module.forward_train(dict(batch))[Columns.ACTION_DIST_INPUTS]
+    assert torch.allclose(module.net.divergences(logits, module.anchor_logits(batch)), torch.zeros(()), atol=1e-6)
+    with torch.no_grad():
+        module.net.stem.bias.add_(0.5)  # the policy moves; the anchor stays
+    moved = module.forward_train(dict(batch))[Columns.ACTION_DIST_INPUTS]
+    divergences = module.net.divergences(moved, module.anchor_logits(batch))
+    assert (divergences > 0).any() and (divergences >= -1e-6).all()
+    for ours, theirs, value in zip(module.net.split(moved), module.net.split(module.anchor_logits(batch)),
+                                   divergences.unbind(-1)):
+        expected = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=ours),
+                                                     torch.distributions.Categorical(logits=theirs))
+        assert torch.allclose(value, expected, atol=1e-5)
+    assert not hasattr(module_specs(smoke(f'training.init_from="{pretrained}"')).rl_module_specs[DEFAULT_MODULE_ID]
+                       .build(), "anchor_net")
+
+
 def test_weights_that_do_not_fit_are_refused_when_the_algorithm_builds(pretrained, tmp_path):
     from spiral.rllib.algorithm import module_specs
 
@@ -184,7 +216,7 @@ def test_training_starts_from_the_agent_on_the_learner_and_the_env_runners(local
 
     from spiral.rllib.trainer import Trainer
 
-    experiment = smoke(f'training.init_from="{pretrained}"')
+    experiment = smoke(f'training.init_from="{pretrained}"', "training.anchor_kl=0.1")
     expected, batch, folder = load_agent(pretrained).policy.state_dict(), observations(experiment), str(pretrained)
 
     def runner_check(runner):  # pickled by value to the env runners: it compares in their own process
@@ -193,7 +225,7 @@ def test_training_starts_from_the_agent_on_the_learner_and_the_env_runners(local
         return ({key: value.detach().cpu().clone() for key, value in module.state_dict().items()},
                 module_and_plain_outputs(module, folder, batch))
 
-    trainer = Trainer.start(experiment, tmp_path, "run", min_time_s_per_iteration=0)
+    trainer = Trainer.start(experiment, tmp_path, "run")  # a second an iteration: the learner updates
     try:
         assert json.loads((trainer.run_dir / "experiment.json").read_text())["training"]["init_from"] == folder
         assert_weights_equal(trainer.algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID], expected)
@@ -207,9 +239,18 @@ def test_training_starts_from_the_agent_on_the_learner_and_the_env_runners(local
             assert_weights_equal(weights, expected)
             assert_identical(outputs)
 
-        result = trainer.run(1, progress=False)  # checkpoints and exports at the last iteration
+        history = []  # checkpoints and exports at the last iteration
+        result = trainer.run(3, progress=False, on_iteration=lambda iteration, result: history.append(result))
+        updates = [result["learners"][DEFAULT_MODULE_ID] for result in history
+                   if DEFAULT_MODULE_ID in result.get("learners", {})]
+        kl = [float(update["anchor_kl"]) for update in updates]  # the penalty is in the loss
+        assert kl and all(value > -1e-5 and np.isfinite(value) for value in kl), kl
+        learned = trainer.algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        assert_weights_equal({key.removeprefix("anchor_"): value for key, value in learned.items()
+                              if key.startswith("anchor_net.")}, expected)  # the anchor does not learn
+        assert not torch.equal(torch.as_tensor(learned["net.stem.weight"]), expected["stem.weight"])  # the policy does
         exported = load_agent(trainer.run_dir / "agent")
-        assert exported.manifest.training.iterations == 1
+        assert exported.manifest.training.iterations == 3
         # A checkpoint that is not the agent's weights, so that a resumed run shows which one won.
         moved = {key: value + 1.0 if value.is_floating_point() else value for key, value in expected.items()}
         trainer.algo.learner_group.set_weights({DEFAULT_MODULE_ID: {f"net.{key}": value.numpy()

@@ -48,6 +48,23 @@ def test_teacher_forced_log_probs_equal_the_sampled_ones(conditional_env):
     assert ((actions >= 0) & (actions < torch.as_tensor(conditional_env.codec.nvec))).all()
 
 
+def test_the_fine_path_and_pen_map_keep_teacher_forcing_exact(conditional_env):
+    net = network(conditional_env, NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8,
+                                                 fine_channels=4, pen_map=True))
+    obs = observations(conditional_env, batch=2, steps=4)
+    features, _ = net.features(obs, net.initial_state(2))
+    actions, logp, logits = net.sample(features)
+    assert torch.allclose(net.teacher_forced_logits(features, actions), logits, atol=1e-6)
+    assert torch.allclose(net.log_prob(logits, actions), logp, atol=1e-5)
+    # The pen map marks the previous action's end cell, and the canvas centre at the first step.
+    grid, end = conditional_env.config.grid_size, conditional_env.codec.index["end"]
+    previous, step = obs["prev_action"].reshape(8, -1).long(), obs["step"].reshape(8, 1)
+    pen = net._pen_map(previous, step).view(8, 16, 16)
+    cells = pen[:, ::2, ::2].reshape(8, -1).argmax(-1)  # grid 8 on a 16 px input: 2 x 2 pixels a cell
+    expected = torch.where(step.reshape(-1) == 0, (grid // 2) * grid + grid // 2, previous[:, end])
+    assert torch.equal(cells, expected) and torch.equal(pen.sum((1, 2)), torch.full((8,), 4.0))
+
+
 def test_later_heads_depend_on_earlier_choices(conditional_env):
     net = network(conditional_env)
     features, _ = net.features(observations(conditional_env, 1, 1), net.initial_state(1))

@@ -11,10 +11,10 @@ import torch
 from envs import PaintConfig, PaintEnv, mse
 from spiral.agent import load_agent
 from spiral.cli import main
-from spiral.demonstrations import SearchSettings, generate_demonstrations, read_demonstrations
+from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
 from spiral.pretrain import Pretrainer, PretrainSettings
-from spiral.search import greedy_search
+from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
 
 TINY_PEN = """
@@ -75,17 +75,45 @@ def cross() -> np.ndarray:
 
 
 @pytest.mark.parametrize("brush", ["classic/pen", "classic/dry_brush"])
-def test_the_search_beats_the_blank_canvas_and_replays_exactly(brush):
+@pytest.mark.parametrize("guided, refine", [(0.0, 0), (1.0, 2)])
+def test_the_search_beats_the_blank_canvas_and_replays_exactly(brush, guided, refine):
     config = PaintConfig.from_dict(PEN.to_dict() | {"brush": brush})
     target = cross()
-    result = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5)
+    result = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5, guided=guided, refine=refine)
     assert result.mse < float(mse(np.zeros_like(target), target))
     assert len(result.actions) == config.episode_length
     # The chosen actions, replayed by PaintEnv (with a brush that drew nothing else), give the same canvas:
     # exact even for the dry brush, whose jitter depends on what the brush drew before.
     assert replayed_l2(config, target, result.actions) == result.mse
-    again = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5)
+    again = greedy_search(config, target, 20, np.random.default_rng(0), jumps=5, guided=guided, refine=refine)
     assert again.actions == result.actions and again.mse == result.mse
+
+
+def test_aiming_at_missing_ink_and_hill_climbing_each_beat_uniform_candidates():
+    """On MNIST digits in the mnist-pen action space (64 px, grid 32), at equal candidates a step."""
+    experiment = Experiment.from_preset("mnist-pen", ["env.episode_length=6"])
+    config = experiment.paint_config()
+    data = {"dataset": "mnist", "color": False, "invert": False, "seed": 0}
+    from spiral.demonstrations import training_images
+
+    digits = training_images(data, config, 3)
+
+    def mean_mse(guided: float, refine: int) -> float:
+        return float(np.mean([greedy_search(config, digit, 12, np.random.default_rng(index), jumps=3,
+                                            guided=guided, refine=refine).mse
+                              for index, digit in enumerate(digits)]))
+
+    uniform, aimed, climbed = mean_mse(0.0, 0), mean_mse(1.0, 0), mean_mse(1.0, 2)
+    assert aimed < uniform and climbed < aimed, (uniform, aimed, climbed)
+
+
+def test_search_settings_are_checked():
+    with pytest.raises(ValueError, match="guided must be a fraction"):
+        SearchSettings(guided=1.5)
+    with pytest.raises(ValueError, match="refine must be an integer >= 0"):
+        SearchSettings(refine=-1)
+    with pytest.raises(ValueError, match="guided must be a fraction"):
+        greedy_search(PEN, cross(), 4, np.random.default_rng(0), guided=2.0)
 
 
 def test_with_nothing_to_gain_the_search_lifts_the_pen_and_stays():
@@ -189,7 +217,9 @@ def test_pretraining_lowers_the_held_out_nll_and_exports_an_agent_that_paints(de
     trainer.close()
     assert measured["held_out_nll"] < before - 0.3, (before, measured)  # 7.14 -> 6.29 here
     assert trainer.step == 15 and np.isfinite(measured["greedy_mse"])
-    assert {path.name for path in (tmp_path / "run").iterdir()} >= {"pretrain.json", "checkpoint", "agent", "tb"}
+    assert {path.name for path in (tmp_path / "run").iterdir()} >= {"pretrain.json", "experiment.json", "checkpoint",
+                                                                     "agent", "tb"}
+    assert Experiment.from_dict(json.loads((tmp_path / "run" / "experiment.json").read_text())) == trainer.experiment
 
     agent = load_agent(tmp_path / "run" / "agent")
     assert agent.manifest.name == "tiny-pen" and agent.manifest.env == trainer.config
@@ -198,6 +228,67 @@ def test_pretraining_lowers_the_held_out_nll_and_exports_an_agent_that_paints(de
     assert len(episode.actions) == 4 and np.isfinite(episode.l2)
     for key, value in agent.policy.state_dict().items():
         assert torch.equal(value, trainer.policy.state_dict()[key])
+
+
+def test_pretraining_can_change_the_network_but_not_the_environment(demos_file, tmp_path):
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=1)
+    with pytest.raises(ValueError, match="only the network"):
+        Pretrainer.start(demos_file, tmp_path / "bad", settings, progress=False, network_overrides=["env.grid_size=8"])
+    assert not (tmp_path / "bad").exists()
+    overrides = ["network.fine_channels=4", "network.pen_map=true"]
+    trainer = Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False, network_overrides=overrides)
+    trainer.run(steps=1)
+    trainer.close()
+    assert trainer.policy.config.fine_channels == 4 and trainer.policy.config.pen_map
+    resumed = Pretrainer(tmp_path / "run", progress=False)  # the overrides hold for the rest of the run
+    assert resumed.policy.config == trainer.policy.config
+    resumed.close()
+    agent = load_agent(tmp_path / "run" / "agent")
+    assert agent.manifest.network == trainer.policy.config
+    assert np.isfinite(agent.paint(trainer.demos.targets()[0], seed=0, greedy=True).l2)
+
+
+def test_corrections_label_the_students_states_and_pretraining_learns_from_them(preset, demos_file, tmp_path):
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
+    trainer = Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False)
+    trainer.run(steps=2)
+    trainer.close()
+    student = tmp_path / "run" / "agent"
+    out = tmp_path / "corrections.jsonl"
+    summary = generate_demonstrations(preset, 6, SEARCH, out, workers=2, progress=False, student=student)
+    corrections = read_demonstrations(out)
+    assert summary.total == 6 and corrections.student["agent"] == str(student.resolve())
+    agent = load_agent(student)
+    for demo, target in zip(corrections.demos, corrections.targets()):
+        painted = agent.paint(target, seed=demo.index, greedy=True)
+        assert demo.actions.tolist() == painted.actions and demo.mse == painted.l2  # the student's own episode
+        assert demo.labels.shape == demo.actions.shape
+        labels, error = label_episode(preset.paint_config(), target, demo.actions,
+                                      np.random.default_rng([SEARCH.seed, demo.index]), bank=SEARCH.bank,
+                                      jumps=SEARCH.jumps, guided=SEARCH.guided, refine=SEARCH.refine)
+        assert labels.tolist() == demo.labels.tolist() and error == demo.mse
+    assert any(not np.array_equal(demo.labels, demo.actions) for demo in corrections.demos)
+    # Demonstrations and corrections do not mix up: each goes where it belongs.
+    with pytest.raises(ValueError, match="other settings"):
+        generate_demonstrations(preset, 6, SEARCH, demos_file, progress=False, student=student)
+    with pytest.raises(ValueError, match="is a corrections file"):
+        Pretrainer.start(out, tmp_path / "other", settings, progress=False)
+    with pytest.raises(ValueError, match="not a corrections file"):
+        Pretrainer(tmp_path / "run", progress=False, corrections=[demos_file])
+
+    resumed = Pretrainer(tmp_path / "run", progress=False, corrections=[out])
+    held_out = set(resumed.record["held_out"])
+    assert len(resumed.train_rows) == len(trainer.train_rows) + sum(index not in held_out for index in range(6))
+    assert len(resumed.held_rows) == len(trainer.held_rows)  # measured on the search's own demonstrations only
+    row = len(resumed.demos.demos)  # the first correction: the student's canvases, the search's labels
+    observation, imitated = resumed.episodes.batch(np.array([row]))
+    assert torch.equal(imitated[0], torch.as_tensor(corrections.demos[0].labels))
+    assert torch.equal(observation["prev_action"][0, 1], torch.as_tensor(corrections.demos[0].actions[0]))
+    resumed.run(steps=1)
+    resumed.close()
+    again = Pretrainer(tmp_path / "run", progress=False)  # the run remembers its corrections
+    assert [file.path for file in again.corrections] == [out.resolve()] and again.step == 3
+    again.close()
 
 
 def test_pretraining_resumes_from_its_checkpoint(demos_file, tmp_path):
@@ -223,7 +314,11 @@ def test_the_commands(tmp_path, capsys):
     demos = tmp_path / "demos.jsonl"
     main(["demos", "--preset", str(preset), "--count", "4", "--bank", "6", "--out", str(demos)])
     assert "4 demonstrations" in capsys.readouterr().out
-    assert read_demonstrations(demos).header["search"] == {"bank": 6, "jumps": 1, "jump_factor": 2.0, "seed": 0}
+    assert read_demonstrations(demos).header["search"] == {"bank": 6, "jumps": 1, "jump_factor": 2.0, "guided": 1.0,
+                                                           "refine": 4, "seed": 0}
+    with pytest.raises(SystemExit):
+        main(["demos", "--preset", str(preset), "--count", "4", "--guided", "1.5", "--out", str(demos)])
+    assert "must be a fraction in [0, 1], got 1.5" in capsys.readouterr().err
     run = tmp_path / "run"
     main(["pretrain", "--demos", str(demos), "--out", str(run), "--steps", "2", "--batch", "4"])
     assert "agent:" in capsys.readouterr().out and (run / "agent" / "agent.json").is_file()

@@ -33,9 +33,9 @@ def test_the_default_agents_ship_first():
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
     folder = SHIPPED[name]
-    for file in ("policy.pt", "discriminator.pt"):
+    for file in ("policy.pt", "discriminator.pt"):  # an agent only pretrained has no discriminator's weights
         state = torch.load(folder / file, map_location="cpu", weights_only=True)
-        assert state and all(isinstance(value, torch.Tensor) for value in state.values())
+        assert (state or file == "discriminator.pt") and all(isinstance(value, torch.Tensor) for value in state.values())
     weights = sum(path.stat().st_size for path in folder.glob("*.pt"))
     assert weights < 5e6
     experiment = json.loads((folder / "experiment.json").read_text())  # the exact settings it was trained with

@@ -53,7 +53,8 @@ def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
             "network": experiment.network_config().to_dict(),
             "max_seq_len": paint.episode_length + 1,  # one whole episode per row
             # Absolute (the experiment resolves it): every learner and env runner loads it.
-            **({} if init_from is None else {"init_from": str(Path(init_from) / "policy.pt")}),
+            **({} if init_from is None else {"init_from": str(Path(init_from) / "policy.pt"),
+                                             "anchor": experiment.training.anchor_kl > 0}),
         },
     )
     if paint.height != paint.width:

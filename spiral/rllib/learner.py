@@ -163,7 +163,14 @@ class SpiralLearnerMixin:
         shortfall = F.relu(training.entropy_floor * maximal - entropies).sum()
         self.metrics.log_dict({f"entropy_{name}": value.item() for name, value in zip(net.names, entropies)},
                               key=module_id, window=1)
-        return loss - bonus + training.entropy_floor_coeff * shortfall
+        loss = loss - bonus + training.entropy_floor_coeff * shortfall
+        if training.anchor_kl > 0:
+            module = self.module[module_id].unwrapped()
+            divergence = net.divergences(fwd_out[Columns.ACTION_DIST_INPUTS], module.anchor_logits(batch)).sum(-1)
+            divergence = (divergence * mask).sum() / mask.sum().clamp(min=1)
+            self.metrics.log_dict({"anchor_kl": divergence.item()}, key=module_id, window=1)
+            loss = loss + training.anchor_kl * divergence
+        return loss
 
 
 class SpiralImpalaLearner(SpiralLearnerMixin, IMPALATorchLearner):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``
     and ``network`` (a ``NetworkConfig`` as a dict); ``init_from``, if set, is an agent's
     ``policy.pt`` (a plain ``state_dict``: ``spiral.agent``) whose weights the network starts
-    from, on learners and env runners alike (a restored checkpoint replaces them afterwards). The
-    target network (a slowly updated copy of the whole network) is what APPO needs; IMPALA never
-    makes one.
+    from, on learners and env runners alike (a restored checkpoint replaces them afterwards). With
+    ``anchor`` too, a frozen copy of those weights, ``anchor_net``, stays beside the network for the
+    learner's KL penalty (``training.anchor_kl``). The target network (a slowly updated copy of the
+    whole network) is what APPO needs; IMPALA never makes one.
     """
 
     def setup(self) -> None:
@@ -46,6 +48,8 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         if config.get("init_from"):
             # torch.load(weights_only=True): plain tensors or a ValueError; every key must fit.
             self.net.load_state_dict(load_weights(Path(config["init_from"])), strict=True)
+            if config.get("anchor"):
+                self.anchor_net = copy.deepcopy(self.net).requires_grad_(False)
 
     def get_initial_state(self) -> dict[str, np.ndarray]:
         hidden = self.net.config.hidden
@@ -79,6 +83,13 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
             Columns.EMBEDDINGS: features,
             Columns.STATE_OUT: state_out,
         }
+
+    def anchor_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The frozen starting policy's logits for the batch's actions (teacher forced), without gradients."""
+        with torch.no_grad():
+            state = batch[Columns.STATE_IN]
+            features, _ = self.anchor_net.features(batch[Columns.OBS], (state["h"], state["c"]))
+            return self.anchor_net.teacher_forced_logits(features, batch[Columns.ACTIONS])
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is None:
