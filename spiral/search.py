@@ -15,6 +15,15 @@ At each of ``episode_length`` steps the candidates are:
   connected stroke does (a move costs a step); and "lift and stay", a pen-up move to the pen's
   own cell, when no candidate improves the canvas at all.
 
+Two things make the candidates better than random (``SearchSettings``, the teacher's defaults):
+``guided``, the fraction of candidates whose end point lies where the target has ink the canvas
+lacks (``_InkProposal``), and ``refine``, rounds of hill climbing on the best one (its points
+moved one cell, its radius one size). On MNIST digits they take the search from MSE 0.051 to
+0.020 at the same cost (docs/RESULTS.md).
+
+``label_episode`` runs the same choice in the states of someone else's episode: what the search
+would have done there, the labels of DAgger's corrections (``spiral.demonstrations``).
+
 Without a pen flag a step must paint: the least harmful candidate when none helps (a policy
 without a flag cannot do otherwise). The evaluation baseline instead skips such a step
 (``replayable=False``): it measures what brute force reaches, not a program.

@@ -24,7 +24,7 @@ def package_dir(package: str) -> Path:
 
 
 AGENTS_DIR = package_dir("spiral.shipped_agents")
-RECONSTRUCTION_AGENT = "mnist-l2"  # the best shipped agent that reconstructs targets
+RECONSTRUCTION_AGENT = "mnist-pen"  # the best shipped agent that reconstructs targets
 GENERATION_AGENT = "mnist-gen"  # the shipped agent that paints from scratch
 
 

@@ -20,7 +20,10 @@ from spiral.evaluation import blank_score
 from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT, default_agent, shipped_agents
 
 SHIPPED = shipped_agents()
-MARGIN = 0.85  # the reconstruction agent's MSE must be below this fraction of the blank canvas's (measured: 0.70)
+# The default reconstruction agent's greedy MSE on the first 100 test digits: measured 0.0406 (blank canvas 0.1066)
+# for mnist-pen. #10 asks for 0.04; the guard leaves room for libmypaint's rounding across versions, and fails an
+# export, a loading path or an environment change that turns paintings back into blobs (mnist-l2: 0.075).
+GUARD = 0.045
 CLASSES = 5  # digits among 40 of the generator's samples (measured: 10 of 10 among 200; the untrained policy: 3)
 
 
@@ -62,12 +65,12 @@ def test_shipped_agents_paint_in_a_process_without_ray():
     assert result.stdout.strip() == f"painted {len(SHIPPED)}"
 
 
-def test_the_shipped_reconstruction_agent_beats_the_blank_canvas_clearly():
+def test_the_shipped_reconstruction_agent_paints_digits_not_blobs():
     agent = load_agent(default_agent(conditional=True))
     targets = load_dataset("mnist", agent.paint_config.canvas_size, limit=100).test  # a fixed held-out sample
     errors = [agent.paint(target, seed=i, greedy=True).l2 for i, target in enumerate(targets)]
     blank = blank_score(agent.paint_config, targets).mean
-    assert np.mean(errors) < MARGIN * blank, f"agent {np.mean(errors):.4f} against blank {blank:.4f}"
+    assert np.mean(errors) <= GUARD, f"agent {np.mean(errors):.4f} against blank {blank:.4f}"
 
 
 def test_the_shipped_generator_paints_more_than_one_kind_of_digit():
