@@ -60,13 +60,7 @@ class FileFormat:
 
     def parse(self, text: str, source: str) -> dict[str, Any]:
         """The body of a JSON text, refusing invalid JSON as well as a foreign header."""
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Not a {self.description}: {source} is not valid JSON ({error}).") from error
-        except RecursionError:
-            raise ValueError(f"Not a {self.description}: {source} nests arrays or objects too deeply.") from None
-        return self.check(document, source)
+        return self.check(_parse_json(text, f"Not a {self.description}: {source}"), source)
 
     def read(self, path: Path) -> dict[str, Any]:
         """The body of the document in the file ``path``."""
@@ -108,18 +102,22 @@ def indexed_records(path: Path, lines: list[tuple[int, str]], read_record: Calla
     records, seen = [], set()
     for number, line in lines:
         where = f"{path}, line {number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where} is not valid JSON ({error}).") from None
-        except RecursionError:
-            raise ValueError(f"{where} nests arrays or objects too deeply.") from None
-        record = read_record(value, where)
+        record = read_record(_parse_json(line, where), where)
         if record.index in seen:
             raise ValueError(f"{where}: index {record.index} appears twice.")
         seen.add(record.index)
         records.append(record)
     return sorted(records, key=lambda record: record.index)
+
+
+def _parse_json(text: str, what: str) -> Any:
+    """``text`` as JSON, or a ValueError that starts with ``what`` (the document and where it is)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise ValueError(f"{what} nests arrays or objects too deeply.") from None
 
 
 def _parses(line: str) -> bool:
