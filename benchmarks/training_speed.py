@@ -2,10 +2,13 @@
 
 Trains a preset (default ``mnist-recon``, its dataset limited so that loading is quick) on a
 local Ray for a few iterations and counts env steps per second once it is warm; then steps the
-same environment with random actions in this process. Prints both and the issue's figure of
-merit: training rate / (raw env rate x env-runner cores), goal >= 0.5.
+same environment with random actions in this process, and trains the same experiment with the
+plain single-process PyTorch loop of ``torch_loop.py``. Prints the rates and the issue's figures of
+merit: training rate / (raw env rate x env-runner cores), goal >= 0.5, and RLlib / plain loop,
+goal >= 1.0. RLlib runs with the learner in the driver (``num_learners=0``, what ``spiral train``
+does) and, with ``--learners 0 1``, also as one remote learner actor, to compare the two.
 
-    python benchmarks/training_speed.py [--preset mnist-recon] [--iterations 12] [overrides...]
+    python benchmarks/training_speed.py [--preset mnist-recon] [--iterations 12] [--learners 0 1] [overrides...]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import time
 
 import ray
+from torch_loop import plain_loop_rate  # benchmarks/, the script's own folder
 
 from spiral.experiment import Experiment
 from spiral.rllib.algorithm import build_config, make_env
@@ -33,8 +37,8 @@ def raw_env_rate(experiment: Experiment, seconds: float = 3.0) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def training_rate(experiment: Experiment, iterations: int, warmup: int = 3) -> tuple[float, int]:
-    config = build_config(experiment)
+def training_rate(experiment: Experiment, iterations: int, learners: int = 0, warmup: int = 3) -> tuple[float, int]:
+    config = build_config(experiment).learners(num_learners=learners)
     algo = config.build_algo()
     try:
         for _ in range(warmup):
@@ -51,17 +55,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="mnist-recon")
     parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--learners", type=int, nargs="+", default=[0], help="num_learners values to measure")
     parser.add_argument("overrides", nargs="*", default=["data.limit=2000"])
     args = parser.parse_args()
     experiment = Experiment.from_preset(args.preset, args.overrides)
     connect(None)  # as `spiral train` starts Ray: env runners at the learner's priority
-    train, runners = training_rate(experiment, args.iterations)
+    rates = {learners: training_rate(experiment, args.iterations, learners) for learners in args.learners}
     ray.shutdown()
     raw = raw_env_rate(experiment)
-    print(f"preset {args.preset}, {runners} env runner(s) x {experiment.training.envs_per_env_runner} envs")
-    print(f"training (sampling + learning):  {train:8.0f} env steps/s")
+    plain = plain_loop_rate(experiment)
+    print(f"preset {args.preset}, {experiment.training.envs_per_env_runner} envs per env runner")
+    for learners, (train, runners) in rates.items():
+        print(f"RLlib, num_learners={learners}, {runners} env runner(s): {train:8.0f} env steps/s (sampling + learning)")
+        print(f"  training / (raw x runner cores): {train / (raw * runners):.2f} (goal >= 0.5)")
+        print(f"  RLlib / plain loop: {train / plain:.2f}x (goal >= 1.0)")
     print(f"raw environment, random actions: {raw:8.0f} env steps/s per core")
-    print(f"training / (raw x runner cores): {train / (raw * runners):.2f} (goal >= 0.5)")
+    print(f"plain PyTorch loop (same network, A2C): {plain:8.0f} env steps/s")
 
 
 if __name__ == "__main__":

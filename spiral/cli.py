@@ -271,10 +271,10 @@ def pretrain(args: argparse.Namespace) -> None:
 
     given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr)) if value is not None}
     if args.resume:
-        if given or args.overrides:
-            raise ValueError(f"--resume continues {args.out} with its own settings: leave out "
-                             f"{', '.join(['--' + key for key in given] + args.overrides)}.")
-        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections)
+        if args.batch is not None or args.overrides:
+            raise ValueError(f"--resume continues {args.out} with its own settings (--lr excepted): leave out "
+                             f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
+        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, lr=args.lr)
     elif args.corrections:
         raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
                          "--resume.")
@@ -328,7 +328,8 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--minutes", type=_positive(float), default=10.0, help="wall-clock budget (10)")
     pretrain_cmd.add_argument("--steps", type=_positive(int), help="stop after this many Adam steps too")
     pretrain_cmd.add_argument("--batch", type=_positive(int), help="episodes per step (default 64)")
-    pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3)")
+    pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3; with --resume: "
+                              "from now on, e.g. a lower one to finish)")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
                               help="with --resume: also learn from this corrections file (spiral demos --student); "

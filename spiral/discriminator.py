@@ -316,3 +316,39 @@ class FakeReplay:
             return canvases[indices], None
         targets = torch.cat([stored for _, stored in self.batches])
         return canvases[indices], targets[indices]
+
+
+def replayed_loss(
+    disc: nn.Module,
+    replay: FakeReplay,
+    canvases: Tensor,
+    targets: Tensor | None,
+    *,
+    kind: DiscriminatorLoss | str,
+    gp_weight: float,
+    complement: bool,
+    real_images: Tensor | None,
+    generator: torch.Generator,
+) -> tuple[Tensor, Stats]:
+    """The discriminator's loss for one batch of final canvases, as SPIRAL's learner trains it.
+
+    The uint8 (B, H, W, C) ``canvases`` join ``replay``, and as many recent fakes are drawn from it.
+    The real side: each fake's own target in conditional mode (``targets`` given; with
+    ``complement``, the other half of it, ``complement_pairs``), otherwise random ``real_images``
+    (uint8, the training set). Runs on ``canvases``' device; ``generator`` is a CPU generator.
+    """
+    replay.add(canvases, targets)
+    count, device = canvases.shape[0], canvases.device
+    fake, fake_target = replay.sample(count, generator)
+    fake = to_input(fake.to(device))
+    if targets is not None:
+        pairs = complement_pairs if complement else conditional_pairs
+        real, real_target, fake, fake_target = pairs(to_input(fake_target.to(device)), fake,
+                                                      *((generator,) if complement else ()))
+    elif real_images is None:
+        raise ValueError("an unconditional discriminator needs real_images to compare the fakes with")
+    else:
+        index = torch.randint(len(real_images), (count,), generator=generator)
+        real, real_target = to_input(real_images[index].to(device)), None
+    options = {"gp_weight": gp_weight, "generator": generator} if DiscriminatorLoss(kind) == DiscriminatorLoss.WGAN_GP else {}
+    return discriminator_loss(kind, disc, real, fake, real_target, fake_target, **options)

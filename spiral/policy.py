@@ -26,6 +26,12 @@ from torch import nn
 
 SPATIAL = ("end", "control")
 MAP = 8  # side of the encoder's feature map, which the spatial heads start from
+# The memory layout of the spatial heads' convolutions. oneDNN runs them faster on channels-last
+# (NHWC) tensors on CPUs, most of all the last layer, whose single output channel is a slow case in
+# NCHW; results equal NCHW's up to rounding. (The stem and encoder gain nothing from it, and the
+# discriminator, which reads 3 or 6 channels, loses.) benchmarks/learner_step.py measures it
+# against torch.contiguous_format, the layout before.
+CONV_MEMORY_FORMAT = torch.channels_last
 
 # Bounds on the size of a network, so that a network described by an untrusted file (an agent's
 # agent.json) is refused before its memory is asked for. The paper's network (spiral(), grid 32)
@@ -136,7 +142,7 @@ class SpatialHead(nn.Module):
         self.size = size
 
     def forward(self, z: torch.Tensor, spatial: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.project(z).view(-1, self.channels, MAP, MAP) + spatial
+        x = (self.project(z).view(-1, self.channels, MAP, MAP) + spatial).contiguous(memory_format=CONV_MEMORY_FORMAT)
         if fine is None:
             maps = self.decode(x)
             if self.size != self.grid:  # grids that are not powers of two times MAP: resample the map
@@ -145,7 +151,7 @@ class SpatialHead(nn.Module):
         x = self.decode[:-1](x)
         if self.size != self.grid:
             x = F.interpolate(x, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-        return self.decode[-1](torch.cat([x, fine], dim=1)).flatten(1)
+        return self.decode[-1](torch.cat([x, fine], dim=1).contiguous(memory_format=CONV_MEMORY_FORMAT)).flatten(1)
 
 
 class PolicyNetwork(nn.Module):

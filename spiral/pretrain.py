@@ -33,7 +33,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,15 +154,20 @@ class Pretrainer:
     """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
 
     def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True,
-                 corrections: list[str | Path] = ()):
-        """Continue the run in ``run_dir``; ``demos_path`` points to its demonstrations where they moved, and
-        ``corrections`` adds corrections files (``spiral demos --student``) to learn from from now on."""
+                 corrections: list[str | Path] = (), lr: float | None = None):
+        """Continue the run in ``run_dir``; ``demos_path`` points to its demonstrations where they moved,
+        ``corrections`` adds corrections files (``spiral demos --student``) to learn from from now on, and
+        ``lr`` changes the learning rate from now on (a last stage at a lower rate settles the weights
+        that a constant rate keeps stirring), recorded in the run's settings."""
         self.run_dir = Path(run_dir)
         run_file = self.run_dir / "pretrain.json"
         if not run_file.is_file():
             raise ValueError(f"{self.run_dir} is not a pretraining run: it has no pretrain.json.")
         self.record = RUN_FORMAT.read(run_file)
         self.settings = PretrainSettings(**self.record["settings"])
+        if lr is not None and lr != self.settings.lr:
+            self.settings = replace(self.settings, lr=lr)  # validated before it is recorded
+            self._record(settings=asdict(self.settings))
         self.progress = progress
         self.demos = read_demonstrations(demos_path or self.record["demonstrations"])
         if self.demos.student is not None:
@@ -220,10 +225,14 @@ class Pretrainer:
                 raise ValueError(f"{file.path} is not a corrections file: make one with `spiral demos --student AGENT`.")
             _check_same_kind(file, self.record, run_file)
         if new:
-            self.record["corrections"] = known + new
-            record = RUN_FORMAT.stamp(self.record)
-            write_file(run_file, lambda path: path.write_text(json.dumps(record, indent=2)))
+            self._record(corrections=known + new)
         return files
+
+    def _record(self, **changes) -> None:
+        """Change entries of ``pretrain.json`` (atomically)."""
+        self.record.update(changes)
+        record = RUN_FORMAT.stamp(self.record)
+        write_file(self.run_dir / "pretrain.json", lambda path: path.write_text(json.dumps(record, indent=2)))
 
     @classmethod
     def start(cls, demos_path: str | Path, run_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
@@ -267,6 +276,8 @@ class Pretrainer:
             self.optimizer.load_state_dict(optimizer_state)
         except Exception as error:  # a corrupt or foreign file: torch raises many kinds
             raise ValueError(f"{folder / 'optimizer.pt'} is not this run's optimizer state: {error}") from error
+        for group in self.optimizer.param_groups:  # the saved state carries the rate it was saved with
+            group["lr"] = self.settings.lr
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.sampler.bit_generator.state = state["sampler"]
 

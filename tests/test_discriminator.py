@@ -14,6 +14,7 @@ from spiral.discriminator import (
     discriminator_loss,
     half_masks,
     nonsaturating_loss,
+    replayed_loss,
     reward_scores,
     to_input,
     wgan_gp_loss,
@@ -303,3 +304,23 @@ def test_the_replay_defaults_to_20_batches_and_refuses_mixed_or_float_batches():
         replay.add(torch.zeros(2, 8, 8, 3))
     with pytest.raises(ValueError, match="empty"):
         FakeReplay().sample(1, torch.Generator())
+
+
+def test_the_replayed_loss_judges_replayed_fakes_against_their_targets_or_real_images():
+    generator = torch.Generator().manual_seed(0)
+    canvases = torch.zeros(4, 16, 16, 3, dtype=torch.uint8)
+    targets = torch.full((4, 16, 16, 3), 255, dtype=torch.uint8)
+    options = {"kind": "wgan-gp", "gp_weight": 10.0, "complement": False, "generator": generator}
+
+    conditional, replay = Discriminator(size=16, width=4, conditional=True), FakeReplay(2)
+    loss, stats = replayed_loss(conditional, replay, canvases, targets, real_images=None, **options)
+    real, fake = to_input(targets), to_input(canvases)  # what conditional_pairs makes of one replayed batch
+    expected = conditional(real, real).mean(), conditional(fake, real).mean()
+    assert len(replay) == 4 and loss.requires_grad
+    assert stats["d_real"] == pytest.approx(expected[0].item()) and stats["d_fake"] == pytest.approx(expected[1].item())
+
+    unconditional = Discriminator(size=16, width=4)
+    with pytest.raises(ValueError, match="real_images"):
+        replayed_loss(unconditional, FakeReplay(2), canvases, None, real_images=None, **options)
+    loss, stats = replayed_loss(unconditional, FakeReplay(2), canvases, None, real_images=targets, **options)
+    assert stats["d_real"] == pytest.approx(unconditional(to_input(targets)).mean().item())

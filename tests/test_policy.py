@@ -6,6 +6,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
+import spiral.policy
 from envs import PaintEnv
 from spiral.policy import NetworkConfig, PolicyNetwork
 from spiral.rllib.module import SpiralPolicyModule
@@ -63,6 +64,19 @@ def test_the_fine_path_and_pen_map_keep_teacher_forcing_exact(conditional_env):
     cells = pen[:, ::2, ::2].reshape(8, -1).argmax(-1)  # grid 8 on a 16 px input: 2 x 2 pixels a cell
     expected = torch.where(step.reshape(-1) == 0, (grid // 2) * grid + grid // 2, previous[:, end])
     assert torch.equal(cells, expected) and torch.equal(pen.sum((1, 2)), torch.full((8,), 4.0))
+
+
+def test_the_channels_last_heads_give_the_logits_of_the_contiguous_layout(conditional_env, monkeypatch):
+    """The heads' memory layout is a matter of speed only (benchmarks/learner_step.py)."""
+    net = network(conditional_env, NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8,
+                                                 fine_channels=4))
+    obs = observations(conditional_env, batch=2, steps=4)
+    features, _ = net.features(obs, net.initial_state(2))
+    actions = net.sample(features)[0]
+    assert spiral.policy.CONV_MEMORY_FORMAT == torch.channels_last
+    channels_last = net.teacher_forced_logits(features, actions)
+    monkeypatch.setattr(spiral.policy, "CONV_MEMORY_FORMAT", torch.contiguous_format)
+    assert torch.allclose(net.teacher_forced_logits(features, actions), channels_last, atol=1e-5)
 
 
 def test_later_heads_depend_on_earlier_choices(conditional_env):

@@ -323,7 +323,13 @@ def test_the_commands(tmp_path, capsys):
     main(["pretrain", "--demos", str(demos), "--out", str(run), "--steps", "2", "--batch", "4"])
     assert "agent:" in capsys.readouterr().out and (run / "agent" / "agent.json").is_file()
     with pytest.raises(SystemExit):
-        main(["pretrain", "--out", str(run), "--resume", "--lr", "0.1"])
-    assert "leave out --lr" in capsys.readouterr().err
+        main(["pretrain", "--out", str(run), "--resume", "--batch", "8"])
+    assert "leave out --batch" in capsys.readouterr().err
     main(["pretrain", "--out", str(run), "--resume", "--steps", "1"])
     assert load_agent(run / "agent").manifest.training.iterations == 3
+    # A last stage at a lower rate: recorded in the run, and what the restored optimizer steps with.
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "2e-4"])
+    assert json.loads((run / "pretrain.json").read_text())["settings"]["lr"] == 2e-4
+    resumed = Pretrainer(run, progress=False)
+    assert resumed.step == 4 and {group["lr"] for group in resumed.optimizer.param_groups} == {2e-4}
+    resumed.close()

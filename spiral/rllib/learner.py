@@ -22,7 +22,7 @@ from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLe
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 
-from spiral.discriminator import FakeReplay, complement_pairs, conditional_pairs, discriminator_loss, to_input
+from spiral.discriminator import FakeReplay, replayed_loss
 from spiral.experiment import Experiment
 from spiral.rewards import (
     DISCRIMINATOR_MODES,
@@ -121,29 +121,17 @@ class SpiralLearnerMixin:
         return sum(parameter.sum() for parameter in self.discriminator.parameters()) * 0.0
 
     def discriminator_update_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The discriminator's loss on real images vs. recent final canvases."""
+        """The discriminator's loss on real images vs. recent final canvases (``replayed_loss``)."""
         settings, reward = self.experiment.discriminator, self.experiment.reward
         final = final_canvas_steps(batch[Columns.TERMINATEDS])
         fakes = batch[Columns.OBS]["canvas"][final]
-        fake_targets = batch[Columns.OBS]["target"][final] if reward.conditional else None
-        self.replay.add(fakes, fake_targets)
-        count = fakes.shape[0]
-        fake, fake_target = self.replay.sample(count, self.generator)
-        device = fakes.device
-        fake = to_input(fake.to(device))
-        if reward.conditional:
-            fake_target = to_input(fake_target.to(device))
-            if reward.complement:
-                real, real_target, fake, fake_target = complement_pairs(fake_target, fake, self.generator)
-            else:
-                real, real_target, fake, fake_target = conditional_pairs(fake_target, fake)
-        else:
-            index = torch.randint(len(self.real_images), (count,), generator=self.generator)
-            real, real_target = to_input(self.real_images[index].to(device)), None
-        options = {"gp_weight": settings.gp_weight, "generator": self.generator} if settings.loss == "wgan-gp" else {}
-        loss, stats = discriminator_loss(settings.loss, self.discriminator, real, fake, real_target, fake_target, **options)
+        loss, stats = replayed_loss(
+            self.discriminator, self.replay, fakes, batch[Columns.OBS]["target"][final] if reward.conditional else None,
+            kind=settings.loss, gp_weight=settings.gp_weight, complement=reward.complement,
+            real_images=self.real_images, generator=self.generator,
+        )
         # The episodes this update ended: one per batch row, as the rewards assume (spiral.rewards).
-        stats["final_canvases"] = count
+        stats["final_canvases"] = fakes.shape[0]
         self.metrics.log_dict(stats, key=DISCRIMINATOR_ID, window=1)
         return loss
 
