@@ -15,10 +15,9 @@ mkdir -p "$out/mnist-pen"
 $spiral eval --agent agents/mnist-pen --images 500 | tee "$out/mnist-pen/eval.md"
 $spiral gallery --agent agents/mnist-pen --out "$out/mnist-pen" --count 32
 $spiral curves agents/mnist-pen --x wall --out "$out/mnist-pen/curves.png"
-# The stages side by side: held-out L2 (sampled, 32 test digits) against wall-clock time on 2 cores.
-$spiral curves agents/mnist-l2 agents/mnist-pen --label "RL from scratch (L2 reward)" \
-  --label "pretraining: demonstrations, then corrections" --tags eval/test_l2 --x wall --blank 0.1026 \
-  --out "$out/stages.png"
+# What each stage of the pipeline buys: greedy MSE at the end of each stage against the CPU-hours
+# spent so far (the figures of docs/RESULTS.md's tables, in docs/results/stages.json).
+.venv/bin/python scripts/plot_stages.py "$out/stages.json" "$out/stages.png"
 
 for agent in mnist-l2 mnist-recon; do
   mkdir -p "$out/$agent"
@@ -32,7 +31,6 @@ $spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.m
 $spiral gallery --agent agents/mnist-gen --out "$out/mnist-gen" --count 32 --sampled
 $spiral curves agents/mnist-gen --both --out "$out/mnist-gen/curves.png"
 
-# The reward modes on the same network and hyper-parameters (the final-reward run's scalars only).
-$spiral curves agents/mnist-l2 agents/mnist-recon "$out/runs/mnist-recon-final" \
-  --label "L2 reward" --label "temporal D reward" --label "final D reward" \
-  --tags eval/test_l2,env/final_l2 --both --out "$out/reward-modes.png"
+# reward-modes.png is not redrawn: the final-reward run's scalars were never committed (a `runs/`
+# pattern in .gitignore matched docs/results/runs/; it is `/runs/` now, and kept scalars live in
+# docs/results/scalars/).

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Ship a run's agent with the project: agents/NAME gets its best export (agent.json and
+# Ship a run's agent with the project: agents/NAME gets one of its exports (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
-# TensorBoard logs (so `spiral curves agents/NAME` redraws its curves). Usage: scripts/ship_agent.sh RUN NAME
+# TensorBoard logs (so `spiral curves agents/NAME` redraws its curves).
+# Usage: scripts/ship_agent.sh RUN NAME [agent|best]   (default: best where the run has one)
 set -euo pipefail
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# best/ is the export with the lowest held-out L2; agents that paint from scratch have only agent/.
-export=best
-[[ -e "$run/best/agent.json" ]] || export=agent
+# best/ is the export with the lowest held-out L2 (on the first test images, which evaluations
+# also use: ship agent/, the last export, to keep the test split out of the choice); agents that
+# paint from scratch have only agent/.
+export=${3:-best}
+[[ "$export" == agent || "$export" == best ]] || { echo "the export to ship is agent or best, got $export" >&2; exit 1; }
+[[ -e "$run/$export/agent.json" || $# -ge 3 ]] || export=agent
 for needed in $export/agent.json experiment.json tb; do
   [[ -e "$run/$needed" ]] || { echo "$run has no $needed: is it a spiral run folder?" >&2; exit 1; }
 done
