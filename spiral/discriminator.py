@@ -341,10 +341,10 @@ def replayed_loss(
     count, device = canvases.shape[0], canvases.device
     fake, fake_target = replay.sample(count, generator)
     fake = to_input(fake.to(device))
-    if targets is not None:
-        pairs = complement_pairs if complement else conditional_pairs
-        real, real_target, fake, fake_target = pairs(to_input(fake_target.to(device)), fake,
-                                                      *((generator,) if complement else ()))
+    if targets is not None and complement:
+        real, real_target, fake, fake_target = complement_pairs(to_input(fake_target.to(device)), fake, generator)
+    elif targets is not None:
+        real, real_target, fake, fake_target = conditional_pairs(to_input(fake_target.to(device)), fake)
     elif real_images is None:
         raise ValueError("an unconditional discriminator needs real_images to compare the fakes with")
     else:
