@@ -114,6 +114,45 @@ class ActionCodec:
         """The stroke an action draws from the current pen position ``pen``."""
         return self.stroke(self.validate(action), pen)
 
+    def encode(self, stroke: Stroke) -> np.ndarray:
+        """The action that ``decode`` turns into ``stroke`` (from the pen at ``stroke.start``): its inverse.
+
+        A program records strokes, not actions; a policy that imitates a program (``spiral pretrain``
+        on a ``spiral programs`` file) needs the actions back. A stroke this action space cannot
+        make (a point off the grid's centres, a size, pressure or colour not among its levels, a
+        pen-up move without a flag) is an ``InvalidActionError`` that names the field.
+        """
+        config, values = self.config, {}
+        if "flag" in self.index:
+            values["flag"] = PAINT if stroke.pen_down else MOVE
+        elif not stroke.pen_down:
+            raise InvalidActionError("A pen-up move needs the pen flag (use_flag), which this action space lacks.")
+        for name in ("end", "control"):
+            values[name] = self._cell(getattr(stroke, name), name)
+        fixed_color = tuple(channel / 255.0 for channel in config.fixed_color)
+        choices = {"size": (config.brush_sizes, config.use_size, config.fixed_size, stroke.size),
+                   "pressure": (self._pressures, config.use_pressure, config.fixed_pressure, stroke.pressure)}
+        choices |= {channel: (self._color_levels, config.use_color, fixed_color[i], stroke.color[i])
+                    for i, channel in enumerate(("red", "green", "blue"))}
+        for name, (levels, chosen, fixed, value) in choices.items():
+            if not chosen:
+                if value != fixed:
+                    raise InvalidActionError(f"The stroke's {name} {value!r} is not this action space's fixed {fixed!r}.")
+            elif value in levels:
+                values[name] = list(levels).index(value)
+            else:
+                raise InvalidActionError(f"The stroke's {name} {value!r} is none of this action space's {list(levels)}.")
+        return np.array([values[name] for name in self.names], dtype=np.int64)
+
+    def _cell(self, point: Point, name: str) -> int:
+        """The grid cell whose centre is ``point`` exactly."""
+        grid, config = self.config.grid_size, self.config
+        col, row = (round(point[0] * grid / config.width - 0.5), round(point[1] * grid / config.height - 0.5))
+        if 0 <= col < grid and 0 <= row < grid and self._centers[row * grid + col] == tuple(point):
+            return row * grid + col
+        raise InvalidActionError(f"The stroke's {name} point {tuple(point)} is not the centre of a cell of the "
+                                 f"{grid}x{grid} grid.")
+
     def stroke(self, action: np.ndarray, pen: Point) -> Stroke:
         """``decode`` for an action that ``validate`` has already returned."""
         values = dict(zip(self.names, action.tolist()))

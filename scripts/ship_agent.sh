@@ -7,9 +7,9 @@ set -euo pipefail
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# best/ is the export with the lowest held-out L2 (on the first test images, which evaluations
-# also use: ship agent/, the last export, to keep the test split out of the choice); agents that
-# paint from scratch have only agent/.
+# best/ is the export that painted the run's validation images best (training images kept out of
+# training: the test split plays no part in the choice); agents that paint from scratch have only
+# agent/. Runs made before the validation split chose best/ on test images: ship their agent/.
 export=${3:-best}
 [[ "$export" == agent || "$export" == best ]] || { echo "the export to ship is agent or best, got $export" >&2; exit 1; }
 [[ -e "$run/$export/agent.json" || $# -ge 3 ]] || export=agent

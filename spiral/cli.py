@@ -321,9 +321,11 @@ def _add_pipeline_commands(commands) -> None:
                                                               "greedy, and the search labels each of its states")
     demos_cmd.set_defaults(run=demos)
 
-    pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations into the policy "
-                                                        "(teacher forcing); exports RUN/agent")
-    pretrain_cmd.add_argument("--demos", help="a file made by `spiral demos` (with --resume: the run's own)")
+    pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations (or of an agent's "
+                                                        "programs) into the policy, by teacher forcing; exports "
+                                                        "RUN/agent")
+    pretrain_cmd.add_argument("--demos", help="a file made by `spiral demos`, or by `spiral programs` to clone an "
+                                              "unconditional generator (with --resume: the run's own)")
     pretrain_cmd.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")
     pretrain_cmd.add_argument("--minutes", type=_positive(float), default=10.0, help="wall-clock budget (10)")
     pretrain_cmd.add_argument("--steps", type=_positive(int), help="stop after this many Adam steps too")

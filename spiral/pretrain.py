@@ -9,6 +9,11 @@ loss is the negative log-likelihood of the demonstrated actions, summed over the
 components and averaged over the steps. Adam; a held-out part of the demonstrations measures the
 same NLL on episodes never trained on.
 
+A programs file (``spiral programs``: a reconstruction agent's paintings of training images)
+serves as well: its strokes are turned back into actions and cloned into an unconditional
+policy, which learns to paint such programs from scratch (the generator of issue #10, item 4;
+Sketch-RNN's idea with a painting agent's strokes in place of human ones).
+
 A run folder holds:
 
 =====================  ==========================================================================
@@ -18,9 +23,10 @@ A run folder holds:
 ``checkpoint/``        ``policy.pt``, ``optimizer.pt`` (``torch.save``'d state_dicts) and
                        ``state.json`` (step, seconds, the batch sampler's state), written whole
 ``agent/``             the policy as an exported agent: ``spiral eval --agent RUN/agent`` scores it
-``tb/``                TensorBoard: train and held-out NLL, per component too; greedy MSE on held-out
-                       demonstrations' images; ``eval/test_l2`` as ``spiral train`` logs it (sampled,
-                       the first 32 test images), so ``spiral curves --x wall`` sets the stages side by side
+``tb/``                TensorBoard: train and held-out NLL, per component too; for a reconstruction
+                       agent, greedy MSE on held-out demonstrations' images and ``eval/test_l2`` as
+                       ``spiral train`` logs it (sampled, the first 32 test images), so ``spiral curves
+                       --x wall`` sets the stages side by side
 =====================  ==========================================================================
 
 Replayed episodes are cached in memory as uint8 canvases: episode_length x canvas pixels each
@@ -47,6 +53,7 @@ from spiral.agent import load_agent, load_weights, write_agent
 from spiral.demonstrations import Demonstrations, read_demonstrations
 from spiral.manifest import AgentManifest, TrainingRecord
 from spiral.policy import PolicyNetwork, check_network_size
+from spiral.programs import PROGRAMS_FORMAT, read_programs
 
 EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2
 RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
@@ -99,8 +106,10 @@ class Episodes:
                           ("canvases", "targets", "actions", "labels")),
                         np.concatenate([part.final_mse for part in parts]))
 
-    def batch(self, rows: np.ndarray | torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Observations (B, T, ...) as ``PaintEnv`` gave them, and the actions to imitate (B, T, C)."""
+    def batch(self, rows: np.ndarray | torch.Tensor, conditional: bool = True
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Observations (B, T, ...) as ``PaintEnv`` gave them (with the target for a ``conditional`` policy),
+        and the actions to imitate (B, T, C)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
         actions = self.actions[rows]
         batch, steps = actions.shape[:2]
@@ -109,8 +118,9 @@ class Episodes:
             "canvas": self.canvases[rows],
             "step": (torch.arange(steps, dtype=torch.float32) / steps).view(1, steps, 1).expand(batch, -1, -1),
             "prev_action": previous,
-            "target": self.targets[rows][:, None].expand(-1, steps, -1, -1, -1),
         }
+        if conditional:
+            observation["target"] = self.targets[rows][:, None].expand(-1, steps, -1, -1, -1)
         return observation, self.labels[rows]
 
 
@@ -169,25 +179,26 @@ class Pretrainer:
             self.settings = replace(self.settings, lr=lr)  # validated before it is recorded
             self._record(settings=asdict(self.settings))
         self.progress = progress
-        self.demos = read_demonstrations(demos_path or self.record["demonstrations"])
+        self.demos = read_imitated(demos_path or self.record["demonstrations"])
         if self.demos.student is not None:
             raise ValueError(f"{self.demos.path} is a corrections file: pretraining starts from the search's own "
                              "demonstrations (`spiral demos` without --student), then adds corrections.")
         if demos_path is not None:
             _check_same_kind(self.demos, self.record, run_file)
-        self.corrections = self._corrections(corrections, run_file)
         self.experiment = self.demos.experiment().with_overrides(self.record.get("network_overrides", []))
+        self.conditional = self.experiment.reward.conditional
+        if corrections and not self.conditional:
+            raise ValueError("Corrections label a reconstruction agent's states; a generator cloned from programs "
+                             "learns from its programs file alone.")
+        self.corrections = self._corrections(corrections, run_file)
         self.config = self.demos.config
         if not (self.run_dir / "experiment.json").is_file():
             write_file(self.run_dir / "experiment.json", lambda path: path.write_text(self.experiment.to_json()))
-        if not self.experiment.reward.conditional:
-            raise ValueError(f"{self.demos.path}: demonstrations reconstruct training images; pretraining needs a "
-                             "conditional experiment (reward.conditional = true).")
         names, nvec = _action_space(self.config)
         network = self.experiment.network_config()
-        check_network_size(names, nvec, self.config.grid_size, True, network)
+        check_network_size(names, nvec, self.config.grid_size, self.conditional, network)
         torch.manual_seed(self.settings.seed)
-        self.policy = PolicyNetwork(names, nvec, self.config.grid_size, True, network)
+        self.policy = PolicyNetwork(names, nvec, self.config.grid_size, self.conditional, network)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.settings.lr)
         self.step, self.seconds = 0, 0.0
         self.sampler = np.random.default_rng(self.settings.seed)
@@ -249,7 +260,7 @@ class Pretrainer:
         if (run_dir / "pretrain.json").exists():
             raise ValueError(f"{run_dir} already holds a pretraining run: continue it with --resume, or choose "
                              "another --out.")
-        demos = read_demonstrations(demos_path)
+        demos = read_imitated(demos_path)
         if len(demos.demos) < 1:
             raise ValueError(f"{demos.path} holds no demonstrations yet: make some with `spiral demos`.")
         demos.experiment().with_overrides(list(network_overrides))  # refuse what cannot be built before writing
@@ -296,7 +307,7 @@ class Pretrainer:
             while time.monotonic() < deadline and (steps is None or done < steps):
                 started = time.perf_counter()
                 rows = self.train_rows[self.sampler.integers(len(self.train_rows), size=settings.batch)]
-                parts = nll(policy, *self.episodes.batch(rows))
+                parts = nll(policy, *self.episodes.batch(rows, self.conditional))
                 loss = parts.sum()
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -332,7 +343,8 @@ class Pretrainer:
         self.policy.eval()
         try:
             chunks = np.array_split(self.held_rows, math.ceil(len(self.held_rows) / self.settings.batch))
-            parts = sum(nll(self.policy, *self.episodes.batch(chunk)) * len(chunk) for chunk in chunks)
+            parts = sum(nll(self.policy, *self.episodes.batch(chunk, self.conditional)) * len(chunk)
+                        for chunk in chunks)
             return self._scalars("held_out", parts / len(self.held_rows))
         finally:
             self.policy.train()
@@ -351,7 +363,7 @@ class Pretrainer:
         write_folder(self.run_dir / "checkpoint", fill)
         agent_dir = self.export(self.run_dir / "agent")
         rows = self.held_rows[:self.settings.eval_paintings]
-        if len(rows) == 0:
+        if len(rows) == 0 or not self.conditional:  # a generator is judged by `spiral eval --samples`
             return {}
         agent = load_agent(agent_dir)
         targets = self.episodes.targets[rows].numpy()
@@ -370,7 +382,7 @@ class Pretrainer:
     def export(self, folder: Path) -> Path:
         """The policy as an agent folder, with a manifest that says what it paints with and learned from."""
         experiment = self.experiment
-        manifest = AgentManifest(experiment.name, self.config, experiment.network_config(), True,
+        manifest = AgentManifest(experiment.name, self.config, experiment.network_config(), self.conditional,
                                  data=experiment.data, reward=experiment.reward,
                                  training=TrainingRecord(iterations=self.step, env_steps=0))
         return write_agent(folder, {key: value.detach().clone() for key, value in self.policy.state_dict().items()},
@@ -378,6 +390,20 @@ class Pretrainer:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def read_imitated(path: str | Path) -> Demonstrations:
+    """What a run imitates: a demonstrations file (``spiral demos``), or a programs file (``spiral programs``)
+    as the demonstrations of an unconditional generator (``ProgramsFile.demonstrations``)."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            first = json.loads(file.readline())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        first = None  # read_demonstrations says what is wrong
+    if isinstance(first, dict) and first.get("format") == PROGRAMS_FORMAT.name:
+        return read_programs(path).demonstrations()
+    return read_demonstrations(path)
 
 
 def _action_space(config: PaintConfig) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -48,10 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs import PaintConfig, Program, mse
+from envs import ActionCodec, InvalidActionError, PaintConfig, Program, mse
 from envs.painter import agent_view
 from envs.storage import FileFormat, indexed_records, read_json_lines, write_file
 from spiral.agent import MAX_SEED, Agent, load_agent, one_torch_thread
+from spiral.demonstrations import Demonstration, Demonstrations
+from spiral.experiment import DataSettings, Experiment, RewardSettings
 
 PROGRAMS_FORMAT = FileFormat("spiral-programs", 1, "spiral programs file")
 SPLITS = ("train", "test")
@@ -102,6 +104,42 @@ class ProgramsFile:
             return np.zeros((0, *self.config.canvas_size, 3), np.uint8)
         images = split_images(self.header["data"], self.config, max(self.indices) + 1)
         return np.ascontiguousarray(images[self.indices])
+
+    def generator_experiment(self) -> Experiment:
+        """The unconditional experiment that learns to paint such programs from scratch: the painting
+        agent's environment, network and data, no target (``reward.conditional = false``) and
+        SPIRAL++'s temporal discriminator reward for the RL stage that follows the cloning."""
+        agent, data = self.header["agent"], self.header["data"]
+        try:
+            return Experiment(name=f"{agent['name']}-gen", env=self.header["env"], network=agent["network"],
+                              data=DataSettings(data["dataset"], data["color"], data["invert"]),
+                              reward=RewardSettings(mode="temporal", conditional=False))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{self.path}: the header's agent and data make no experiment here: {error}") from None
+
+    def demonstrations(self) -> Demonstrations:
+        """The programs as demonstrations that ``spiral pretrain`` clones into a generator: each stroke
+        turned back into its action (``ActionCodec.encode``), the experiment ``generator_experiment``.
+
+        Only a training split qualifies (the test split measures). The header's ``search`` (what
+        made the demonstrations) is the painting agent and its settings.
+        """
+        if self.header["data"]["split"] != "train":
+            raise ValueError(f"{self.path} paints the {self.header['data']['split']} split; a generator learns from "
+                             "training images only (make the file with --split train).")
+        codec, demos = ActionCodec(self.config), []
+        for record in self.records:
+            try:
+                actions = np.stack([codec.encode(stroke) for stroke in record.program.strokes])
+            except InvalidActionError as error:
+                raise ValueError(f"{self.path}: the program of image {record.index} is not one of its env's "
+                                 f"action space: {error}") from None
+            demos.append(Demonstration(record.index, actions, record.mse))
+        experiment = self.generator_experiment()
+        header = {"preset": experiment.name, "env": self.header["env"], "data": self.header["data"],
+                  "search": {"agent": self.header["agent"], "paint": self.header["paint"]},
+                  "experiment": experiment.to_dict()}
+        return Demonstrations(self.path, header, demos)
 
 
 def image_seed(seed: int, index: int) -> int:

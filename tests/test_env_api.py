@@ -1,5 +1,7 @@
 """PaintEnv as gymnasium sees it: spaces, registration, seeding, episodes, rewards, targets."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -52,6 +54,29 @@ def test_without_a_flag_every_stroke_paints():
         assert info["stroke"].pen_down
     assert observation["canvas"].max() > 0
     check_env(env, skip_render_check=True)
+
+
+@pytest.mark.parametrize("settings", [{}, {"canvas_size": (48, 80), "grid_size": 8, "use_color": False},
+                                      {"use_flag": False, "use_size": False, "use_pressure": False}])
+def test_encode_turns_every_stroke_back_into_its_action(settings):
+    codec = envs.ActionCodec(PaintConfig(**settings))
+    codec.space.seed(0)
+    pens = np.random.default_rng(0).uniform(0, 48, (200, 2))
+    for pen in pens:
+        action = codec.space.sample()
+        assert np.array_equal(codec.encode(codec.decode(action, tuple(pen))), action)
+
+
+def test_encode_refuses_a_stroke_the_action_space_cannot_make():
+    codec = envs.ActionCodec(PaintConfig(grid_size=8, use_color=False))
+    stroke = codec.decode(np.array([1, 9, 9, 2, 3]), (0.0, 0.0))
+    for change, message in [({"end": (9.0, 9.0)}, "end point"), ({"control": (-4.0, 4.0)}, "control point"),
+                            ({"size": 2.5}, "size 2.5"), ({"pressure": 0.15}, "pressure 0.15"),
+                            ({"color": (1.0, 0.0, 0.0)}, "red 1.0 is not this action space's fixed")]:
+        with pytest.raises(envs.InvalidActionError, match=message):
+            codec.encode(dataclasses.replace(stroke, **change))
+    with pytest.raises(envs.InvalidActionError, match="pen flag"):
+        envs.ActionCodec(PaintConfig(use_flag=False)).encode(dataclasses.replace(stroke, pen_down=False))
 
 
 def test_observation_holds_canvas_step_and_previous_action(env):

@@ -1,8 +1,10 @@
 """Experiments: presets are data, every field overridable, mistakes named."""
 
+import numpy as np
 import pytest
 
-from spiral.experiment import PRESET_DIR, Experiment
+from spiral.datasets import load_dataset
+from spiral.experiment import PRESET_DIR, VALIDATION_IMAGES, Experiment
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
@@ -215,3 +217,14 @@ def test_spiral_train_refuses_a_bad_setting_before_ray_starts():
     result = subprocess.run([sys.executable, "-c", code, "train", "--preset", "smoke", "training.lr=abc"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and result.stdout.strip() == "ray not imported", result.stdout + result.stderr
+
+
+def test_validation_images_are_the_training_splits_tail_kept_out_of_training():
+    experiment = Experiment.from_preset("mnist-pen", ["data.limit=2500"])
+    train, validation = experiment.images("train"), experiment.images("validation")
+    whole = load_dataset("mnist", (64, 64), limit=2500).train
+    assert len(validation) == VALIDATION_IMAGES and np.array_equal(np.concatenate([train, validation]), whole)
+    small = Experiment.from_preset("mnist-pen", ["data.limit=64"])
+    assert len(small.images("validation")) == 0 and len(small.images("train")) == 64  # too few to spare any
+    with pytest.raises(ValueError, match="split must be one of"):
+        experiment.images("val")

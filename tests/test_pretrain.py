@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from envs import PaintConfig, PaintEnv, mse
-from spiral.agent import load_agent
+from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import main
 from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
 from spiral.pretrain import Pretrainer, PretrainSettings
+from spiral.programs import generate_programs
 from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
 
@@ -289,6 +290,31 @@ def test_corrections_label_the_students_states_and_pretraining_learns_from_them(
     again = Pretrainer(tmp_path / "run", progress=False)  # the run remembers its corrections
     assert [file.path for file in again.corrections] == [out.resolve()] and again.step == 3
     again.close()
+
+
+def test_a_generator_clones_an_agents_programs_and_paints_from_scratch(preset, tmp_path, capsys):
+    painter = untrained_agent(preset.paint_config(), conditional=True, network=preset.network_config(), name="tiny")
+    folder = write_agent(tmp_path / "painter", painter.policy.state_dict(), {}, painter.manifest)
+    programs = tmp_path / "programs.jsonl"
+    generate_programs(folder, "mnist", programs, count=24, progress=False)
+    settings = PretrainSettings(batch=8, held_out=0.25, eval_every=100)
+    trainer = Pretrainer.start(programs, tmp_path / "run", settings, progress=False)
+    assert not trainer.conditional and not trainer.policy.conditional
+    assert np.array_equal(trainer.episodes.final_mse, [demo.mse for demo in trainer.demos.demos])
+    before = trainer.held_out_nll()
+    measured = trainer.run(steps=15)
+    trainer.close()
+    assert measured["held_out_nll"] < before - 0.3, (before, measured)
+    assert "greedy_mse" not in measured  # a generator is judged by `spiral eval --samples`, not against targets
+    generator = load_agent(tmp_path / "run" / "agent")
+    assert generator.manifest.name == "tiny-gen" and not generator.conditional
+    assert generator.manifest.network == preset.network_config() and generator.paint_config == preset.paint_config()
+    assert len(generator.paint(seed=1).actions) == 4
+    with pytest.raises(ValueError, match="Corrections label a reconstruction agent's states"):
+        Pretrainer(tmp_path / "run", progress=False, corrections=[programs])
+
+    main(["pretrain", "--demos", str(programs), "--out", str(tmp_path / "cli"), "--steps", "1", "--batch", "4"])
+    assert "agent:" in capsys.readouterr().out and not load_agent(tmp_path / "cli" / "agent").conditional
 
 
 def test_pretraining_resumes_from_its_checkpoint(demos_file, tmp_path):

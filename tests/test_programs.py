@@ -103,6 +103,28 @@ def test_a_file_of_other_settings_is_refused_untouched(tmp_path):
         generate_programs(L2_AGENT, "mnist", out, count=1, progress=False)
 
 
+def test_programs_turn_back_into_the_actions_that_painted_them(tmp_path):
+    pen = AGENTS_DIR / "mnist-pen"  # pen flag, brush sizes, a 32 grid: every component an action has here
+    out = tmp_path / "programs.jsonl"
+    generate_programs(pen, "mnist", out, count=3, greedy=False, progress=False)
+    programs = read_programs(out)
+    demos = programs.demonstrations()
+    agent = load_agent(pen)
+    assert demos.indices == [0, 1, 2] and demos.student is None and demos.config == agent.paint_config
+    for demo, record, image in zip(demos.demos, programs.records, programs.images()):
+        episode = agent.paint(image, seed=image_seed(0, record.index))
+        assert demo.actions.tolist() == episode.actions and demo.mse == record.mse
+    assert np.array_equal(demos.targets(), programs.images())
+    experiment = demos.experiment()
+    assert experiment.name == "mnist-pen-gen" and not experiment.reward.conditional
+    assert experiment.paint_config() == agent.paint_config and experiment.network_config() == agent.manifest.network
+
+    test_split = tmp_path / "test.jsonl"
+    generate_programs(pen, "mnist", test_split, count=1, split="test", progress=False)
+    with pytest.raises(ValueError, match="paints the test split; a generator learns from training images only"):
+        read_programs(test_split).demonstrations()
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("not json", "line 3 is not valid JSON"),
     ('{"index": 5, "mse": 0.1}', "line 3 must be an object with index, mse and program"),

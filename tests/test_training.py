@@ -14,7 +14,7 @@ from spiral.agent import load_agent
 from spiral.curves import read_scalars
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
-from spiral.rllib.trainer import WORKER_ENV, Trainer
+from spiral.rllib.trainer import FINAL_L2_WINDOW, WORKER_ENV, PaintingMetrics, Trainer
 from spiral.runs import LOCK_FILE, lock_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -29,6 +29,20 @@ def local_ray():
 
 def smoke(*overrides: str) -> Experiment:
     return Experiment.from_preset("smoke", list(overrides))
+
+
+def test_the_logged_final_l2_is_the_mean_of_the_last_episodes():
+    """RLlib's default for a mean (an EMA) reported half the true L2 in training; a plain window does not."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    logger, callback = MetricsLogger(), PaintingMetrics()
+    values = np.random.default_rng(0).uniform(0.01, 0.1, FINAL_L2_WINDOW + 50)
+    for value in values:
+        episode = SingleAgentEpisode(observations=[0, 0], actions=[0], rewards=[0.0], terminated=True,
+                                     infos=[{"l2": 0.1}, {"l2": float(value)}], len_lookback_buffer=0)
+        callback.on_episode_end(episode=episode, metrics_logger=logger)
+    assert logger.peek("final_l2") == pytest.approx(values[-FINAL_L2_WINDOW:].mean())
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +66,10 @@ def test_smoke_preset_trains_and_writes_a_run_folder(trained_run):
     assert (scalars["env/steps_per_s"].values > 0).all()
     blank = blank_score(trainer.experiment.paint_config(), trainer.test_targets).mean
     assert scalars["eval/blank_l2"].values == pytest.approx(blank) and len(scalars["eval/test_l2"].values) == 2
+    # best/ is the export that painted the validation images best (this small dataset spares none: training ones)
+    assert len(trainer.validation_targets) == 32 and len(scalars["eval/validation_l2"].values) == 2
+    best = load_agent(run / "best")
+    assert trainer._validation_l2(best) == pytest.approx(scalars["eval/validation_l2"].values.min())
     policy_metrics = history[-1]["learners"]["default_policy"]
     assert {"entropy_flag", "entropy_end", "entropy_control", "reward_mean"} <= set(policy_metrics)
 
