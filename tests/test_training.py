@@ -32,7 +32,7 @@ def smoke(*overrides: str) -> Experiment:
 
 
 def test_the_logged_final_l2_is_the_mean_of_the_last_episodes():
-    """RLlib's default for a mean (an EMA) reported half the true L2 in training; a plain window does not."""
+    """A plain mean over a window, not RLlib's default exponential moving average (which weights episodes unequally)."""
     from ray.rllib.env.single_agent_episode import SingleAgentEpisode
     from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
