@@ -10,9 +10,11 @@ spiral=.venv/bin/spiral
 out=docs/results
 mkdir -p "$out"
 
-# The default reconstruction agent, on the first 500 test digits (the target's measure).
+# The default reconstruction agent, on the first 500 test digits (the target's measure), and with
+# the search baselines on the first 100 of them (on 500, the searches alone take half an hour).
 mkdir -p "$out/mnist-pen"
-$spiral eval --agent agents/mnist-pen --images 500 | tee "$out/mnist-pen/eval.md"
+$spiral eval --agent agents/mnist-pen --images 500 --bank 0 | tee "$out/mnist-pen/eval.md"
+$spiral eval --agent agents/mnist-pen --images 100 --bank 200 | tee "$out/mnist-pen/eval-search.md"
 $spiral gallery --agent agents/mnist-pen --out "$out/mnist-pen" --count 32
 $spiral curves agents/mnist-pen --x wall --out "$out/mnist-pen/curves.png"
 # What each stage of the pipeline buys: greedy MSE at the end of each stage against the CPU-hours

@@ -14,6 +14,7 @@ from spiral.agent import load_agent
 from spiral.curves import read_scalars
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
+from spiral.rllib.algorithm import build_config
 from spiral.rllib.trainer import FINAL_L2_WINDOW, WORKER_ENV, PaintingMetrics, Trainer
 from spiral.runs import LOCK_FILE, lock_run
 
@@ -43,6 +44,20 @@ def test_the_logged_final_l2_is_the_mean_of_the_last_episodes():
                                      infos=[{"l2": 0.1}, {"l2": float(value)}], len_lookback_buffer=0)
         callback.on_episode_end(episode=episode, metrics_logger=logger)
     assert logger.peek("final_l2") == pytest.approx(values[-FINAL_L2_WINDOW:].mean())
+
+
+def test_each_iteration_paints_new_training_targets(local_ray):
+    """RLlib re-seeds the environments at every sample() of whole episodes; the targets must not repeat with it."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    runner = SingleAgentEnvRunner(config=build_config(smoke("training.envs_per_env_runner=4")))
+    try:
+        draws = [tuple(episode.get_observations(0)["target"].tobytes() for episode in runner.sample())
+                 for _ in range(3)]
+    finally:
+        runner.stop()
+    assert len(set(draws)) == 3  # each iteration paints other targets
+    assert len(set(draws[0])) > 1  # and the environments of one iteration differ
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray.rllib.algorithms.appo import APPOConfig
@@ -23,10 +24,31 @@ from spiral.rllib.module import DISCRIMINATOR_ID, DiscriminatorModule, SpiralPol
 ENV_NAME = "spiral-paint"
 
 
+class TrainingTargets:
+    """Training images drawn from a random stream of their own, seeded once.
+
+    RLlib's env runner samples whole episodes (``batch_mode="complete_episodes"``) by resetting
+    its environments with the configured seed at every ``sample()`` call. Targets drawn from the
+    environment's ``np_random`` would then be the same few images every iteration (one per
+    environment: mnist-pen's RL stages trained on 16 digits before this class). This stream is
+    seeded from the environment's generator at the first draw, so it differs between environments
+    and follows ``training.seed``, and later re-seeding leaves it alone.
+    """
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+        self._rng: np.random.Generator | None = None
+
+    def __call__(self, env_rng: np.random.Generator) -> np.ndarray:
+        if self._rng is None:
+            self._rng = np.random.default_rng(env_rng.integers(2**63))
+        return self.images[self._rng.integers(len(self.images))]
+
+
 def make_env(env_config: dict[str, Any]) -> PaintEnv:
     """The training environment of an experiment; conditional ones paint dataset images."""
     experiment = Experiment.from_dict(env_config["experiment"])
-    targets = experiment.images("train") if experiment.reward.conditional else None
+    targets = TrainingTargets(experiment.images("train")) if experiment.reward.conditional else None
     return PaintEnv(experiment.paint_config(), target_source=targets)
 
 

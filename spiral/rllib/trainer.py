@@ -51,10 +51,9 @@ class PaintingMetrics(RLlibCallback):
     """Logs the final canvas's distance to its target (conditional environments).
 
     As the plain mean of the last ``FINAL_L2_WINDOW`` episodes, rather than RLlib's default for a
-    mean (an exponential moving average, coefficient 0.01, that weights episodes unequally). In
-    training the curve still reads below the held-out and validation figures (0.019 against about
-    0.028 on mnist-pen), which docs/RESULTS.md records as not yet explained: judge agents by
-    ``eval/validation_l2`` and ``spiral eval``, not by this curve.
+    mean (an exponential moving average, coefficient 0.01, that weights episodes unequally). These
+    are training images, sampled actions: judge agents by ``eval/validation_l2`` (greedy, images
+    kept out of training) and ``spiral eval``.
     """
 
     def on_episode_end(self, *, episode, metrics_logger=None, **kwargs) -> None:
