@@ -28,6 +28,18 @@ for agent in mnist-l2 mnist-recon; do
   $spiral curves "agents/$agent" --both --out "$out/$agent/curves.png"
 done
 
+# The glyph agent on the first 500 test glyphs (characters absent from its training split).
+mkdir -p "$out/glyphs-pen"
+$spiral eval --agent agents/glyphs-pen --images 500 --bank 0 | tee "$out/glyphs-pen/eval.md"
+$spiral gallery --agent agents/glyphs-pen --out "$out/glyphs-pen" --count 32
+$spiral curves agents/glyphs-pen --x wall --out "$out/glyphs-pen/curves.png"
+
+# The default generator, on #10's measure (1,000 samples), and the generator trained from scratch.
+mkdir -p "$out/mnist-pen-gen"
+$spiral eval --agent agents/mnist-pen-gen --samples 1000 | tee "$out/mnist-pen-gen/eval.md"
+$spiral gallery --agent agents/mnist-pen-gen --out "$out/mnist-pen-gen" --count 32 --sampled
+$spiral curves agents/mnist-pen-gen --x wall --out "$out/mnist-pen-gen/curves.png"
+
 mkdir -p "$out/mnist-gen"
 $spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.md"
 $spiral gallery --agent agents/mnist-gen --out "$out/mnist-gen" --count 32 --sampled

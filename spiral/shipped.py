@@ -25,7 +25,7 @@ def package_dir(package: str) -> Path:
 
 AGENTS_DIR = package_dir("spiral.shipped_agents")
 RECONSTRUCTION_AGENT = "mnist-pen"  # the best shipped agent that reconstructs targets
-GENERATION_AGENT = "mnist-gen"  # the shipped agent that paints from scratch
+GENERATION_AGENT = "mnist-pen-gen"  # the best shipped agent that paints from scratch
 
 
 def shipped_agents() -> dict[str, Path]:
