@@ -9,10 +9,11 @@ from pathlib import Path
 
 from spiral.agent import Agent, load_agent, untrained_agent
 from spiral.experiment import PRESET_DIR, Experiment
-from spiral.shipped import AGENTS_DIR, shipped_agents
+from spiral.shipped import AGENTS_DIR, STRENGTHS, shipped_agents
 
 UNTRAINED_PREFIX = "untrained: "
 SHIPPED_PREFIX = "shipped: "
+AUTOMATIC = "automatic: the shipped agent for the picture"  # spiral.shipped.default_agent chooses
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,16 @@ def short_name(source: str) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def describe(agent: Agent) -> dict[str, str]:
-    """What a person wants to know about an agent, in words."""
+def describe(agent: Agent, source: str) -> dict[str, str]:
+    """What a person wants to know about an agent, in words; ``source`` as ``open_agent`` takes it."""
     manifest, config = agent.manifest, agent.paint_config
+    path = Path(source)
+    shipped = STRENGTHS.get(path.name) if path.parent == AGENTS_DIR else None
     return {
         "agent": manifest.name + (" (UNTRAINED: random strokes)" if manifest.untrained else ""),
         "task": "reconstructs a target" if agent.conditional else "paints from scratch",
-        "trained on": manifest.data.dataset,
+        "trained on": manifest.data.dataset + (" in colour" if manifest.data.color else ""),
+        "good at": shipped or ("nothing yet" if manifest.untrained else f"pictures like {manifest.data.dataset}'s"),
         "canvas": f"{config.width}x{config.height} px, {config.episode_length} strokes, brush {config.brush}",
         "training": f"{manifest.training.env_steps:,} env steps" if manifest.training else "none",
     }

@@ -6,6 +6,7 @@ API (``spiral.agent``): no Ray in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -16,13 +17,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` from anywhere
 
-from app.agents import available_agents, describe, open_agent, short_name  # noqa: E402
+from app.agents import AUTOMATIC, available_agents, describe, open_agent, short_name  # noqa: E402
 from app.pictures import DISPLAY, enlarge, filmstrip, png_bytes, replay_gif, with_stroke  # noqa: E402
-from envs import Program  # noqa: E402
+from envs import Program, available_brushes, mse  # noqa: E402
 from spiral.datasets import load_dataset  # noqa: E402
-from spiral.images import open_image  # noqa: E402
+from spiral.images import MAX_PIXELS, open_image  # noqa: E402
+from spiral.shipped import default_agent  # noqa: E402
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+RENDER_SIZES = [256, 512, 768, 1024]  # re-rendering and the downloads: the program replays at any size
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the agent...")
@@ -40,9 +43,10 @@ def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: boo
 
 
 @st.cache_data(max_entries=32, show_spinner="Rendering with the real brush...")
-def cached_render(program_json: str, pixels: int) -> bytes:
-    """The program painted ``pixels`` wide; envs.CanvasTooLargeError (a ValueError) over the pixel budget."""
-    program = Program.from_json(program_json)
+def cached_render(program_json: str, pixels: int, brush: str) -> bytes:
+    """The program painted ``pixels`` wide with ``brush``; envs.CanvasTooLargeError (a ValueError) over the pixel
+    budget."""
+    program = dataclasses.replace(Program.from_json(program_json), brush=brush)
     return png_bytes(program.render(scale=pixels / program.width))  # Painter checks envs.MAX_SURFACE_PIXELS
 
 
@@ -51,11 +55,14 @@ def held_out_examples(dataset: str, size: tuple[int, int], color: bool, invert: 
     return load_dataset(dataset, size, color=color, invert=invert, limit=64).test
 
 
-def pick_agent(label: str, key: str, place=st.sidebar, default: int = 0) -> str | None:
-    """A choice of agent (or a typed folder); None, with a message, when it does not load."""
-    choices = {choice.label: choice.source for choice in available_agents()}
+def pick_agent(label: str, key: str, place=st.sidebar, default: int = 0, automatic: bool = False) -> str | None:
+    """A choice of agent (or a typed folder, or ``AUTOMATIC``); None, with a message, when it does not load."""
+    choices = ({AUTOMATIC: AUTOMATIC} if automatic else {}) | {choice.label: choice.source
+                                                              for choice in available_agents()}
     picked = place.selectbox(label, [*choices, "a folder..."], index=default, key=key)
     source = choices.get(picked)
+    if source == AUTOMATIC:
+        return source
     if source is None:
         source = place.text_input("Agent folder", key=f"{key}-path", placeholder="runs/<run>/best")
         if not source:
@@ -68,12 +75,28 @@ def pick_agent(label: str, key: str, place=st.sidebar, default: int = 0) -> str 
     return source
 
 
-def choose_target(agent) -> tuple[np.ndarray | None, str]:
-    """An uploaded image, a drawing or a held-out dataset example, as the agent will see it."""
-    upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload")
+def read_upload() -> Image.Image | None | ValueError:
+    """The uploaded image; None without an upload; the ValueError, shown, for a file that cannot be painted."""
+    upload = st.file_uploader(f"Upload an image (up to {MAX_PIXELS // 1_000_000} megapixels)", type=UPLOAD_TYPES,
+                              key="upload")
+    if upload is None:
+        return None
+    try:
+        return open_image(upload.getvalue())
+    except ValueError as error:
+        st.error(f"That file cannot be painted: {error}")
+        return error
+
+
+def choose_target(agent, upload: Image.Image | None) -> tuple[np.ndarray | None, str]:
+    """The uploaded image, a drawing or a held-out dataset example, as the agent will see it."""
     if upload is not None:
+        height, width = agent.paint_config.canvas_size
+        if min(upload.size) < min(height, width) / 4 or max(upload.size) > 8 * min(upload.size):
+            st.warning(f"Your image is {upload.width}x{upload.height} pixels: it is fitted into the agent's "
+                       f"{width}x{height} canvas with its aspect kept, so little of it will show.")
         try:
-            return agent.prepare_target(open_image(upload.getvalue())), "your image"
+            return agent.prepare_target(upload), "your image"
         except ValueError as error:
             st.error(f"That file cannot be painted: {error}")
             return None, ""
@@ -121,18 +144,22 @@ def show_replay(episode: dict, key: str) -> None:
          for i, s in enumerate(program.strokes)],
         hide_index=True,
     )
-    pixels = st.radio("Re-render with the real brush at", [256, 512], horizontal=True, key=f"{key}-size")
+    size_column, brush_column = st.columns(2)
+    pixels = size_column.select_slider("Re-render with the real brush at (px)", RENDER_SIZES, key=f"{key}-size")
+    brushes = available_brushes()
+    brush = brush_column.selectbox("with the brush", brushes, key=f"{key}-brush",
+                                   index=brushes.index(program.brush) if program.brush in brushes else 0)
     try:
-        rendered = cached_render(episode["program"], pixels)
+        rendered = cached_render(episode["program"], pixels, brush)
     except ValueError as error:  # envs.CanvasTooLargeError: a canvas too large to re-render at this size
         st.error(f"Cannot re-render at {pixels} px: {error}")
         rendered = None
     if rendered is not None:
-        st.image(rendered, caption=f"{pixels} px, the same strokes", width=pixels)
+        st.image(rendered, caption=f"{pixels} px with {brush}, the same strokes", width=min(pixels, 512))
     columns = st.columns(4)
     if rendered is not None:
         columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png")
-    columns[1].download_button("GIF", replay_gif(frames), "painting.gif", "image/gif", key=f"{key}-gif")
+    columns[1].download_button("GIF", replay_gif(frames, pixels), "painting.gif", "image/gif", key=f"{key}-gif")
     columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json")
     columns[3].download_button("SVG", program.to_svg(pixels / program.width), "painting.svg", "image/svg+xml",
                                key=f"{key}-svg")
@@ -142,27 +169,56 @@ def _xy(point: tuple[float, float]) -> str:
     return f"({point[0]:.1f}, {point[1]:.1f})"
 
 
+def show_agent(source: str) -> None:
+    """What the agent is, in the sidebar."""
+    for name, value in describe(cached_agent(source), source).items():
+        st.sidebar.markdown(f"**{name}**: {value}")
+
+
+def score_caption(episode: dict) -> str:
+    """The painting's L2 beside the blank canvas's on the same target, and the share of it removed."""
+    blank = float(mse(episode["frames"][0], episode["target"]))
+    removed = f", {1 - episode['l2'] / blank:.0%} of it removed" if blank > 0 else ""
+    return f"painting: L2 {episode['l2']:.4f} (blank canvas {blank:.4f}{removed})"
+
+
 def paint_page(source: str) -> None:
-    agent = cached_agent(source)
     seed = st.sidebar.number_input("Seed", 0, 10**6, 0, key="seed")
     greedy = st.sidebar.toggle("Greedy (most likely strokes)", key="greedy")
-    if agent.conditional:
+    if source == AUTOMATIC or cached_agent(source).conditional:
         st.subheader("Reconstruct")
-        target, origin = choose_target(agent)
+        upload = read_upload()
+        if isinstance(upload, ValueError):
+            return
+        if source == AUTOMATIC:
+            source = str(default_agent(conditional=True, picture=upload))
+            kind = "a drawing or a digit" if upload is None else "your picture"
+            st.caption(f"Painted by {short_name(source)}, the shipped agent for {kind}: "
+                       f"{describe(cached_agent(source), source)['good at']}. Pick another in the sidebar.")
+        show_agent(source)
+        agent = cached_agent(source)
+        target, origin = choose_target(agent, upload)
         if target is None:
             return
         episode = cached_episode(source, png_bytes(target), int(seed), greedy)
         columns = st.columns(2)
         columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
-        columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=f"painting: L2 {episode['l2']:.4f}",
-                         width=DISPLAY)
+        columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=score_caption(episode), width=DISPLAY)
+        st.caption("L2 is the mean squared error to the target per pixel and colour channel, 0 to 1: lower is better.")
     else:
+        show_agent(source)
         st.subheader("Generate")
-        count = st.slider("Samples", 1, 16, 8, key="samples")
-        samples = [cached_episode(source, None, int(seed) + i, greedy) for i in range(count)]
-        for column, (i, sample) in zip(st.columns(min(count, 8)) * 2, enumerate(samples)):
-            column.image(png_bytes(enlarge(sample["frames"][-1], 96)), caption=f"seed {int(seed) + i}")
-        chosen = st.selectbox("Replay sample", range(count), format_func=lambda i: f"seed {int(seed) + i}", key="pick")
+        if greedy:  # the most likely strokes do not depend on the seed: one painting, not copies of it
+            st.caption("Greedy: the agent paints its most likely strokes, the same painting for every seed.")
+            seeds = [int(seed)]
+        else:
+            seeds = [int(seed) + i for i in range(st.slider("Samples", 1, 16, 8, key="samples"))]
+        samples = {sample_seed: cached_episode(source, None, sample_seed, greedy) for sample_seed in seeds}
+        for column, (sample_seed, sample) in zip(st.columns(min(len(seeds), 8)) * 2, samples.items()):
+            column.image(png_bytes(enlarge(sample["frames"][-1], 96)),
+                         caption="greedy" if greedy else f"seed {sample_seed}")
+        # The seeds themselves are the options: a new seed gives a new list, never a stale label.
+        chosen = st.selectbox("Replay sample", seeds, format_func=lambda s: f"seed {s}", key="pick")
         episode = samples[chosen]
         target = None
     st.subheader("Replay")
@@ -177,7 +233,7 @@ def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> 
         kind = target is not None
         default = next((i for i, choice in enumerate(available_agents())
                         if choice.source != source and cached_agent(choice.source).conditional == kind), 0)
-        other = pick_agent("Second agent", "other", place, default=default)
+        other = pick_agent("Second agent", f"other-{'reconstruct' if kind else 'generate'}", place, default=default)
         if other is None:
             return
         if cached_agent(other).conditional != (target is not None):
@@ -195,12 +251,11 @@ def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> 
 def main() -> None:
     st.set_page_config(page_title="spiral: painting agents", layout="wide")
     st.title("spiral: an agent paints with real brush strokes")
-    source = pick_agent("Agent", "agent")
+    st.caption("The agent and its settings are in the sidebar (the arrow at the top left on a phone).")
+    source = pick_agent("Agent", "agent", automatic=True)
     if source is None:
         st.info("Choose an agent in the sidebar.")
         return
-    for name, value in describe(cached_agent(source)).items():
-        st.sidebar.markdown(f"**{name}**: {value}")
     paint_page(source)
 
 

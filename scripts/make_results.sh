@@ -34,6 +34,17 @@ $spiral eval --agent agents/glyphs-pen --images 500 --bank 0 | tee "$out/glyphs-
 $spiral gallery --agent agents/glyphs-pen --out "$out/glyphs-pen" --count 32
 $spiral curves agents/glyphs-pen --x wall --out "$out/glyphs-pen/curves.png"
 
+# The colour agents (#11) on held-out photo crops (the three test photos) and faces (the 20 test
+# faces), against the blank canvas, random strokes and the greedy search over 1,000 random strokes a
+# step (each in the colour of least error), about 15 minutes of the search.
+for pair in photos-paint:50 lfw-paint:20; do
+  agent=${pair%%:*}
+  mkdir -p "$out/$agent"
+  $spiral eval --agent "agents/$agent" --images "${pair##*:}" --bank "$bank" | tee "$out/$agent/eval.md"
+  $spiral gallery --agent "agents/$agent" --out "$out/$agent" --count 16
+  $spiral curves "agents/$agent" --x wall --out "$out/$agent/curves.png"
+done
+
 # The default generator, on #10's measure (1,000 samples), and the generator trained from scratch.
 mkdir -p "$out/mnist-pen-gen"
 $spiral eval --agent agents/mnist-pen-gen --samples 1000 | tee "$out/mnist-pen-gen/eval.md"

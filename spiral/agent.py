@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from envs import PaintConfig, PaintEnv, Program
 from envs.storage import write_folder
+from spiral.images import flatten
 from spiral.manifest import AgentManifest
 from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size
 
@@ -71,10 +72,10 @@ class Agent:
         if picture.width < 1 or picture.height < 1:
             raise ValueError(f"The target image is {picture.width}x{picture.height} pixels: nothing to paint.")
         color = self.manifest.data.color
-        picture = picture.convert("RGB" if color else "L")
+        background = tuple(self.paint_config.background)
+        picture = flatten(picture, background).convert("RGB" if color else "L")  # transparency: the canvas shows
         height, width = self.paint_config.canvas_size
         # Keep the aspect ratio: a very wide or tall image is letterboxed with the canvas colour.
-        background = tuple(self.paint_config.background)
         picture = ImageOps.pad(picture, (width, height), Image.Resampling.LANCZOS,
                                color=background if color else round(sum(background) / 3))
         array = np.asarray(picture)

@@ -94,8 +94,8 @@ def paint(args: argparse.Namespace) -> None:
     from spiral.images import open_image
     from spiral.shipped import default_agent
 
-    agent = load_agent(args.agent or default_agent(conditional=args.target is not None))
     target = open_image(args.target) if args.target else None
+    agent = load_agent(args.agent or default_agent(conditional=target is not None, picture=target))
     episode = agent.paint(target, seed=args.seed, greedy=args.greedy)
     paths = write_painting(episode.program, args.out, scale=args.scale)
     if episode.target is not None:
@@ -107,12 +107,14 @@ def paint(args: argparse.Namespace) -> None:
 
 def app(args: argparse.Namespace) -> None:
     """Serve the Streamlit app; on 127.0.0.1 unless told otherwise, no telemetry, no file watcher."""
+    from spiral.images import MAX_BYTES
     from spiral.shipped import package_dir
 
     script = package_dir("app") / "spiral_app.py"  # the installed app package, editable or not
     command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none", "--server.headless", "true", "--client.toolbarMode", "viewer"]
+               "--server.fileWatcherType", "none", "--server.headless", "true", "--client.toolbarMode", "viewer",
+               "--server.maxUploadSize", str(MAX_BYTES // 2**20)]  # the upload box states the real limit
     # Become the server rather than its parent: a signal to `spiral app` (Ctrl-C, a process manager,
     # `docker stop`) then reaches Streamlit itself, and no orphaned server keeps the port.
     sys.stdout.flush()
@@ -400,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.set_defaults(run=export)
 
     paint_cmd = commands.add_parser("paint", help="let an exported agent paint: PNG, GIF, JSON and SVG")
-    paint_cmd.add_argument("--agent", help="an agent folder (a run's agent/ or best/; default: the shipped "
-                           "reconstruction agent with --target, the shipped generator without)")
+    paint_cmd.add_argument("--agent", help="an agent folder (a run's agent/ or best/; default: with --target, "
+                           "the shipped line agent for white-on-black line art and the colour agent for anything "
+                           "else; without, the shipped generator)")
     paint_cmd.add_argument("--target", help="an image to reconstruct (conditional agents)")
     paint_cmd.add_argument("--out", default="output")
     paint_cmd.add_argument("--seed", type=_at_least(0), default=0)

@@ -41,14 +41,14 @@ brushes with random jitter (whose dabs depend on what the brush drew before).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from envs import ActionCodec, PaintConfig, Painter, mse
 from envs.actions import MOVE, PAINT
 from envs.painter import agent_view
-from envs.stroke import Point, Stroke
+from envs.stroke import Point
 
 JUMP_FACTOR = 2.0  # a pen-up move is worth it when the stroke it leads to gains this much more
 
@@ -191,6 +191,7 @@ class _Search:
         self.flag = self.codec.index.get("flag")
         self.moves = pen_up and self.flag is not None
         self.proposal = _InkProposal(config, self.codec, self.target) if guided > 0 else None
+        self.colours = _ColourFit(config, self.codec, self.target) if config.use_color else None
         self.canvases = _Canvas(config, replayable)
         self.canvas = self.canvases.view(self.canvases.painter)
         self.error, self.pen = float(mse(self.canvas, self.target)), (config.width / 2, config.height / 2)
@@ -200,6 +201,8 @@ class _Search:
 
     def close(self) -> None:
         self.canvases.close()
+        if self.colours is not None:
+            self.colours.close()
 
     def choose(self, step: int) -> np.ndarray | None:
         """The action for ``step`` from the current canvas (not drawn); ``None``: the baseline skips the step."""
@@ -213,6 +216,8 @@ class _Search:
         pen = self.pen
 
         def tried(action: np.ndarray, start: Point) -> float:
+            if self.colours is not None:
+                self.colours.fit(action, start, self.canvas)
             scratch.draw(codec.stroke(action, start))
             result = float(mse(self.canvases.view(scratch), self.target))
             scratch.surface.restore(saved)
@@ -279,6 +284,44 @@ class _Search:
         self.error = float(mse(self.canvas, self.target))
 
 
+class _ColourFit:
+    """The colour a candidate stroke should have: the one that brings its footprint nearest the target.
+
+    An opaque brush blends its colour ``c`` over the canvas with a coverage ``a`` (0..1 per pixel)
+    that does not depend on ``c``: ``new = (1 - a) old + a c``. The ``c`` of least squared error
+    is ``sum(a (target - (1 - a) old)) / sum(a^2)`` per channel, exact for a fixed footprint
+    (issue #11); the stroke takes the nearest colour level. The coverage is read from the stroke
+    drawn in white on a black canvas of its own, one render more per candidate, and
+    random candidates then differ only in where they paint: a random colour of 20^3 levels is
+    almost always wrong.
+    """
+
+    def __init__(self, config: PaintConfig, codec: ActionCodec, target: np.ndarray):
+        self.codec, self.levels = codec, config.color_levels - 1
+        self.channels = [codec.index[channel] for channel in ("red", "green", "blue")]
+        self.target = target.astype(np.float32) / 255.0
+        self.scale = config.render_scale
+        self.painter = Painter(config.width, config.height, config.brush, (0, 0, 0), config.render_scale,
+                               config.points_per_stroke)
+        self.blank = self.painter.surface.snapshot()
+
+    def fit(self, action: np.ndarray, start: Point, canvas: np.ndarray) -> None:
+        """Set ``action``'s colour components to the best colour for its footprint from ``start`` on ``canvas``."""
+        stroke = replace(self.codec.stroke(action, start), color=(1.0, 1.0, 1.0))
+        self.painter.draw(stroke)
+        coverage = agent_view(self.painter.canvas(), self.scale)[..., :1].astype(np.float32) / 255.0
+        self.painter.surface.restore(self.blank)
+        weight = float((coverage**2).sum())
+        if weight == 0:
+            return  # paints nothing visible: any colour does
+        old = canvas.astype(np.float32) / 255.0
+        colour = (coverage * (self.target - (1 - coverage) * old)).sum((0, 1)) / weight
+        action[self.channels] = np.clip(np.round(colour * self.levels), 0, self.levels).astype(np.int64)
+
+    def close(self) -> None:
+        self.painter.close()
+
+
 class _InkProposal:
     """Where a stroke is worth trying: grid cells weighted by the ink the target has and the canvas lacks.
 
@@ -297,7 +340,8 @@ class _InkProposal:
         rows = np.minimum(np.arange(config.height) * self.grid // config.height, self.grid - 1)
         cols = np.minimum(np.arange(config.width) * self.grid // config.width, self.grid - 1)
         self.cell_of_pixel = (rows[:, None] * self.grid + cols[None, :]).ravel()
-        self.target = target.astype(np.float32).mean(-1).ravel()
+        self.target = target.astype(np.float32)
+        self.ink = None if config.use_color else np.asarray(config.fixed_color, np.float32)
         centers = np.array([codec.cell_center(cell) for cell in range(self.grid**2)], np.float64)
         self.centers = centers
         self.cell_size = np.array([config.width / self.grid, config.height / self.grid])
@@ -305,7 +349,11 @@ class _InkProposal:
 
     def update(self, canvas: np.ndarray) -> None:
         """Recompute the missing ink after the canvas changed."""
-        lack = np.clip(self.target - canvas.astype(np.float32).mean(-1).ravel(), 0, None)
+        canvas = canvas.astype(np.float32)
+        if self.ink is None:  # a colour brush can mend any pixel: the squared error is what is missing
+            lack = ((self.target - canvas) ** 2).sum(-1).ravel()
+        else:  # a fixed colour can only add ink: how much nearer to it the target is than the canvas
+            lack = np.clip(np.abs(canvas - self.ink).mean(-1) - np.abs(self.target - self.ink).mean(-1), 0, None).ravel()
         mass = np.bincount(self.cell_of_pixel, weights=lack, minlength=self.grid**2)
         total = mass.sum()
         self.missing = mass / total if total > 0 else np.full(self.grid**2, 1.0 / self.grid**2)

@@ -144,15 +144,32 @@ def test_common_formats_open_as_rgb(fmt):
         (Image.fromarray(np.full((8, 8), 65535, np.uint16)), (0, 0, 0)),  # 16-bit, flat: scaled to 0
         (Image.new("CMYK", (8, 8), (0, 255, 255, 0)), (255, 0, 0)),
         (Image.new("P", (8, 8), 3), None),
-        (Image.new("RGBA", (8, 8), (0, 0, 0, 0)), (255, 255, 255)),  # transparent: over white
-        (Image.new("LA", (8, 8), (0, 255)), (0, 0, 0)),
+        (Image.new("RGBA", (8, 8), (10, 20, 30, 0)), (10, 20, 30, 0)),  # transparency is kept for the agent
+        (Image.new("LA", (8, 8), (0, 255)), (0, 0, 0, 255)),
     ],
 )
-def test_unusual_modes_become_rgb(image, expected):
+def test_unusual_modes_become_rgb_or_rgba_with_transparency(image, expected):
     opened = open_image(image_bytes(image, "TIFF" if image.mode in ("CMYK", "I;16") else "PNG"))
-    assert opened.mode == "RGB"
+    assert opened.mode == ("RGBA" if image.mode in ("RGBA", "LA") else "RGB")
     if expected is not None:
         assert opened.getpixel((0, 0)) == expected
+
+
+def test_a_transparent_picture_lies_on_the_agents_own_canvas_colour(exported):
+    """White strokes on a transparent ground stay visible to a white-on-black agent, black ones to a
+    black-on-white agent: the transparent part becomes the canvas colour, not always white."""
+    def sketch(ink: int) -> Image.Image:
+        picture = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+        picture.paste((ink, ink, ink, 255), (8, 8, 24, 24))
+        return open_image(image_bytes(picture, "PNG"))
+
+    agent = load_agent(exported)
+    assert agent.paint_config.background == (0, 0, 0)
+    target = agent.prepare_target(sketch(255))
+    assert target[0, 0].tolist() == [0, 0, 0] and target[16, 16].tolist() == [255, 255, 255]
+    white_canvas = untrained_agent(PaintConfig(canvas_size=32), conditional=True, network=TINY)
+    target = white_canvas.prepare_target(sketch(0))
+    assert target[0, 0].tolist() == [255, 255, 255] and target[16, 16].tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,20 @@
 """The Streamlit app driven by Streamlit's AppTest: every flow it can reach, and bad input."""
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+import skimage.data
+from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from spiral.experiment import Experiment
 from spiral.manifest import TrainingRecord
-from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT
+from app.agents import AUTOMATIC
+from app.pictures import replay_gif
+from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT, RECONSTRUCTION_AGENT
 from tests.conftest import export_untrained
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "spiral_app.py")
@@ -38,18 +42,46 @@ def png(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def test_the_shipped_reconstruction_agent_is_the_default_and_runs_are_offered(runs):
+def test_the_agent_is_chosen_by_the_picture_by_default_and_runs_are_offered(runs):
     app = start()
-    options = app.sidebar.selectbox(key="agent").options
-    assert app.sidebar.selectbox(key="agent").value == f"shipped: {RECONSTRUCTION_AGENT}"
-    assert options[:2] == [f"shipped: {RECONSTRUCTION_AGENT}", f"shipped: {GENERATION_AGENT}"]
-    assert "mnist-recon-1/best" in options and "untrained: mnist-gen" in options
+    picker = app.sidebar.selectbox(key="agent")
+    assert picker.value == AUTOMATIC
+    assert picker.options[:4] == [AUTOMATIC, f"shipped: {RECONSTRUCTION_AGENT}", f"shipped: {PHOTO_AGENT}",
+                                  f"shipped: {GENERATION_AGENT}"]
+    assert "mnist-recon-1/best" in picker.options and "untrained: mnist-gen" in picker.options
+
+
+def chosen_agent(app: AppTest) -> str:
+    """The page's line that says which agent the picture was given to."""
+    return next(caption.value for caption in app.caption if caption.value.startswith("Painted by"))
+
+
+def sidebar_text(app: AppTest) -> str:
+    return " ".join(markdown.value for markdown in app.sidebar.markdown)
+
+
+def test_a_colour_photo_goes_to_the_colour_agent_and_a_white_on_black_sketch_to_the_line_agent(runs):
+    app = start()  # before any upload: the line agent, with its held-out digits
+    assert f"Painted by shipped {RECONSTRUCTION_AGENT}" in chosen_agent(app)
+    photo = Image.fromarray(skimage.data.astronaut())
+    app.file_uploader[0].upload("astronaut.png", png(photo), "image/png").run()
+    assert not app.exception and not app.error
+    assert f"Painted by shipped {PHOTO_AGENT}, the shipped agent for your picture" in chosen_agent(app)
+    assert "trained on**: photos in colour" in sidebar_text(app)
+    painting = next(caption for image in app.image for caption in image.captions if caption.startswith("painting"))
+    l2, blank = (float(number) for number in re.findall(r"\d\.\d{4}", painting))
+    assert l2 < 0.5 * blank and "of it removed" in painting, painting
+    sketch = Image.new("L", (120, 120), 0)
+    ImageDraw.Draw(sketch).line([(20, 100), (60, 20), (100, 100)], fill=255, width=12)
+    app.file_uploader[0].upload("sketch.png", png(sketch), "image/png").run()
+    assert f"Painted by shipped {RECONSTRUCTION_AGENT}" in chosen_agent(app)
+    assert "trained on**: mnist" in sidebar_text(app)
 
 
 def test_an_exported_agent_reconstructs_a_held_out_example(runs):
     app = start()
     app.sidebar.selectbox(key="agent").set_value("mnist-recon-1/best").run()
-    assert "1,234 env steps" in " ".join(m.value for m in app.sidebar.markdown)
+    assert "1,234 env steps" in sidebar_text(app)
     assert [h.value for h in app.subheader] == ["Reconstruct", "Replay"]
     captions = [caption for image in app.image for caption in image.captions]
     assert "target: held-out example 0, as the agent sees it" in captions
@@ -102,7 +134,7 @@ def test_an_untrained_unconditional_agent_generates_a_grid(runs):
     app = start()
     app.sidebar.selectbox(key="agent").set_value("untrained: mnist-gen").run()
     assert not app.exception
-    assert "UNTRAINED" in " ".join(m.value for m in app.sidebar.markdown)
+    assert "UNTRAINED" in sidebar_text(app)
     assert app.subheader[0].value == "Generate"
     assert sum(1 for image in app.image for caption in image.captions if caption.startswith("seed ")) == 8
     app.selectbox(key="pick").set_value(2).run()
@@ -119,7 +151,7 @@ def test_a_folder_that_is_not_an_agent_is_refused_in_the_page(runs, tmp_path):
 
 def test_compare_paints_the_same_target_with_a_second_agent(runs):
     app = start()
-    app.selectbox(key="other").set_value("untrained: mnist-recon").run()
+    app.selectbox(key="other-reconstruct").set_value("untrained: mnist-recon").run()
     assert not app.exception
     captions = [caption for image in app.image for caption in image.captions]
     assert any(c.startswith(f"shipped {RECONSTRUCTION_AGENT}: L2") for c in captions)
@@ -128,6 +160,51 @@ def test_compare_paints_the_same_target_with_a_second_agent(runs):
 
 def test_compare_offers_an_agent_of_the_same_kind_first(runs):
     app = start()
-    other = app.selectbox(key="other").value
+    other = app.selectbox(key="other-reconstruct").value
     assert other not in (f"shipped: {RECONSTRUCTION_AGENT}", f"shipped: {GENERATION_AGENT}")
     assert not app.warning
+
+
+def test_the_painting_re_renders_with_any_brush_at_up_to_1024_px_and_the_downloads_follow(runs):
+    app = start()
+    assert any(caption.startswith("256 px with classic/pen") for image in app.image for caption in image.captions)
+    app.select_slider(key="main-size").set_value(1024).run()
+    app.selectbox(key="main-brush").set_value("classic/charcoal").run()
+    assert not app.exception and not app.error
+    assert any(caption == "1024 px with classic/charcoal, the same strokes"
+               for image in app.image for caption in image.captions)
+    assert [button.label for button in app.download_button] == ["PNG", "GIF", "JSON", "SVG"]
+
+
+def test_the_replay_gif_is_as_large_as_the_chosen_rendering():
+    frames = [np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)]
+    for pixels in (256, 1024):
+        with Image.open(io.BytesIO(replay_gif(frames, pixels))) as gif:
+            assert gif.size == (pixels, pixels) and gif.n_frames == 2
+
+
+def test_generated_samples_are_labelled_by_the_current_seed_and_greedy_paints_one(runs):
+    app = start()
+    app.sidebar.selectbox(key="agent").set_value("untrained: mnist-gen").run()
+    app.sidebar.number_input(key="seed").set_value(5).run()
+    assert app.selectbox(key="pick").options[:2] == ["seed 5", "seed 6"]
+    assert app.selectbox(key="pick").value == 5
+    app.sidebar.toggle(key="greedy").set_value(True).run()
+    assert not app.exception
+    captions = [caption for image in app.image for caption in image.captions]
+    assert captions.count("greedy") == 1 and not any(caption.startswith("seed ") for caption in captions)
+
+
+def test_the_compare_picker_follows_the_kind_of_agent(runs):
+    app = start()
+    app.selectbox(key="other-reconstruct").set_value("untrained: mnist-recon").run()
+    app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
+    assert not app.exception and not app.warning
+    assert app.selectbox(key="other-generate").value != "untrained: mnist-recon"
+
+
+def test_a_sliver_of_an_image_is_painted_with_a_warning(runs):
+    app = start()
+    app.file_uploader[0].upload("sliver.png", png(Image.new("RGB", (1, 500), "white")), "image/png").run()
+    assert not app.exception and not app.error
+    assert any("1x500 pixels" in warning.value for warning in app.warning)

@@ -8,9 +8,11 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+import skimage.data
 from PIL import Image
+from playwright.sync_api import expect
 
-from spiral.shipped import GENERATION_AGENT
+from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT
 from tests.processes import free_port, streamlit_server
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
 
@@ -52,14 +54,19 @@ def page():
         browser.close()
 
 
+def wait_for_the_download_buttons(page) -> None:
+    """Until the page has finished: then it has one SVG button (while Streamlit reruns, the elements of
+    the page before may still be there beside the new ones)."""
+    expect(page.get_by_role("button", name="SVG", exact=True)).to_have_count(1, timeout=120_000)
+
+
 def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifacts, tmp_path):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
-    picture = Image.new("RGB", (200, 200), "black")
-    picture.paste(Image.new("RGB", (60, 140), "white"), (70, 30))
-    upload = tmp_path / "one.png"
-    picture.save(upload)
+    upload = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(upload)  # a colour photo: the colour agent paints it
     page.locator("input[type=file]").set_input_files(str(upload))
+    page.get_by_text(f"Painted by shipped {PHOTO_AGENT}").wait_for(timeout=120_000)
     page.get_by_text("painting: L2").wait_for(timeout=120_000)
     page.screenshot(path=str(artifacts / "app-reconstruct.png"), full_page=True)
 
@@ -80,7 +87,7 @@ def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifact
         assert gif.n_frames > 1, "the replay does not animate"
 
     with page.expect_download() as download:
-        page.get_by_role("button", name="SVG").click()
+        page.get_by_role("button", name="SVG", exact=True).click()
     svg = tmp_path / "painting.svg"
     download.value.save_as(svg)
     assert ElementTree.parse(svg).getroot().tag == "{http://www.w3.org/2000/svg}svg"
@@ -103,18 +110,18 @@ def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page, artifacts):
     page.mouse.up()
     page.get_by_text("target: your drawing, as the agent sees it").wait_for(timeout=120_000)
     page.get_by_text("painting: L2").wait_for(timeout=120_000)
-    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
+    wait_for_the_download_buttons(page)
     page.screenshot(path=str(artifacts / "app-draw.png"), full_page=True)
 
 
 def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page, artifacts):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
-    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)  # the first page is complete
+    wait_for_the_download_buttons(page)  # the first page is complete
     page.get_by_label("Agent").first.click()
     page.keyboard.type(f"shipped: {GENERATION_AGENT}")  # a Streamlit selectbox filters as one types
     page.keyboard.press("Enter")
     page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
     page.get_by_text("seed 7").first.wait_for(timeout=120_000)
-    page.get_by_role("button", name="SVG").wait_for(timeout=120_000)
+    wait_for_the_download_buttons(page)
     page.screenshot(path=str(artifacts / "app-generate.png"), full_page=True)

@@ -875,9 +875,9 @@ def check_image(data: bytes, agents: dict) -> None:
     except ValueError as error:
         refused_with_a_message(error)
         return
-    assert image.mode == "RGB" and 1 <= image.width * image.height <= MAX_PIXELS
+    assert image.mode in ("RGB", "RGBA") and 1 <= image.width * image.height <= MAX_PIXELS
     pixels = np.asarray(image)
-    assert pixels.shape == (image.height, image.width, 3) and pixels.dtype == np.uint8
+    assert pixels.shape == (image.height, image.width, len(image.mode)) and pixels.dtype == np.uint8
     for agent in agents.values():
         target = agent.prepare_target(image)
         assert target.shape == (*SMALL.canvas_size, 3) and target.dtype == np.uint8

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs import PaintConfig, PaintEnv, mse
+from envs import ActionCodec, PaintConfig, PaintEnv, mse
+from envs.actions import PAINT
 from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import main
 from spiral.demonstrations import generate_demonstrations, read_demonstrations
@@ -106,6 +107,32 @@ def test_aiming_at_missing_ink_and_hill_climbing_each_beat_uniform_candidates():
 
     uniform, aimed, climbed = mean_mse(0.0, 0), mean_mse(1.0, 0), mean_mse(1.0, 2)
     assert aimed < uniform and climbed < aimed, (uniform, aimed, climbed)
+
+
+def test_a_colour_search_gives_each_stroke_the_colour_of_least_error():
+    """A candidate takes the colour level that minimises the MSE its footprint leaves (every one of the
+    5^3 levels drawn for real is no better); a two-colour target ends far below the blank canvas and
+    the search replays exactly."""
+    config = PaintConfig(canvas_size=16, grid_size=4, episode_length=3, brush="classic/pen",
+                         brush_sizes=(2.0, 6.0), use_pressure=False, color_levels=5)
+    codec = ActionCodec(config)
+    target = np.empty((16, 16, 3), np.uint8)
+    target[:8], target[8:] = (200, 40, 90), (0, 64, 255)
+    result = greedy_search(config, target, 8, np.random.default_rng(0), jumps=2, guided=1.0, refine=1)
+    assert result.mse < 0.2 * float(mse(np.full_like(target, 255), target))
+    assert replayed_l2(config, target, result.actions) == result.mse
+
+    first = np.array(result.actions[0])
+    assert first[codec.index["flag"]] == PAINT
+
+    def painted_mse(colour: tuple[int, int, int]) -> float:
+        action = first.copy()
+        action[[codec.index[c] for c in ("red", "green", "blue")]] = colour
+        return replayed_l2(config, target, [action])
+
+    chosen = tuple(first[[codec.index[c] for c in ("red", "green", "blue")]])
+    every = {colour: painted_mse(colour) for colour in np.ndindex(5, 5, 5)}
+    assert painted_mse(chosen) == min(every.values())
 
 
 def test_search_settings_are_checked():

@@ -8,15 +8,20 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import skimage.data
 import torch
+from PIL import Image
 
 from envs import PaintConfig
 from spiral.agent import load_agent
 from spiral.classifier import DEFAULT_DIR, evaluate_generator, load_classifier
 from spiral.datasets import load_dataset
 from spiral.evaluation import agent_score, blank_score
-from spiral.shipped import GENERATION_AGENT, RECONSTRUCTION_AGENT, default_agent, shipped_agents
+from spiral.cli import main
+from spiral.shipped import (GENERATION_AGENT, PHOTO_AGENT, RECONSTRUCTION_AGENT, STRENGTHS, default_agent,
+                            shipped_agents)
 
 SHIPPED = shipped_agents()
 # The default reconstruction agent's greedy MSE on the first 100 test digits: measured 0.0223 (blank canvas 0.1066)
@@ -24,11 +29,12 @@ SHIPPED = shipped_agents()
 # a loading path or an environment change that turns paintings back into blobs (mnist-l2: 0.075).
 GUARD = 0.04
 GLYPH_AGENT = "glyphs-pen"
+FACE_AGENT = "lfw-paint"
 CLASSES = 8  # digits among 100 of the generator's samples (#10; measured: 10 of 10 among 1,000, none above 19%)
 
 
 def test_the_default_agents_ship_first():
-    assert list(SHIPPED)[:2] == [RECONSTRUCTION_AGENT, GENERATION_AGENT]
+    assert list(SHIPPED)[:3] == [RECONSTRUCTION_AGENT, PHOTO_AGENT, GENERATION_AGENT]
     assert load_agent(default_agent(conditional=True)).conditional
     assert not load_agent(default_agent(conditional=False)).conditional
 
@@ -44,6 +50,7 @@ def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
     experiment = json.loads((folder / "experiment.json").read_text())  # the exact settings it was trained with
     assert PaintConfig.from_dict(experiment["env"]) == load_agent(folder).paint_config
     assert list((folder / "tb").glob("events.out.tfevents.*"))  # its curves: `spiral curves agents/NAME`
+    assert name in STRENGTHS  # what the app's sidebar says it is good at
 
 
 def test_shipped_agents_paint_in_a_process_without_ray():
@@ -68,7 +75,7 @@ def test_shipped_agents_paint_in_a_process_without_ray():
 def greedy_and_blank_mse(agent_folder, dataset: str) -> tuple[float, float]:
     """The agent's greedy MSE and the blank canvas's on the first 100 test images, a fixed held-out sample."""
     agent = load_agent(agent_folder)
-    targets = load_dataset(dataset, agent.paint_config.canvas_size, limit=100).test
+    targets = load_dataset(dataset, agent.paint_config.canvas_size, color=agent.manifest.data.color, limit=100).test
     return agent_score(agent, targets, greedy=True).mean, blank_score(agent.paint_config, targets).mean
 
 
@@ -81,6 +88,34 @@ def test_the_shipped_glyph_agent_paints_characters_it_never_saw_at_half_the_blan
     """#10's glyph target as a guard: the test split's characters are not in the training split."""
     agent, blank = greedy_and_blank_mse(SHIPPED[GLYPH_AGENT], "glyphs")
     assert agent <= 0.5 * blank, f"agent {agent:.4f} against blank {blank:.4f}"
+
+
+@pytest.mark.parametrize(("name", "dataset"), [(PHOTO_AGENT, "photos"), (FACE_AGENT, "lfw")])
+def test_a_shipped_colour_agent_paints_held_out_pictures_at_under_half_the_blank_canvas(name, dataset):
+    """#11's margin as a guard, on photos never trained on (crops of the three test photos) and faces
+    of the test split."""
+    agent, blank = greedy_and_blank_mse(SHIPPED[name], dataset)
+    assert agent <= 0.5 * blank, f"agent {agent:.4f} against blank {blank:.4f}"
+
+
+def test_a_picture_goes_to_the_shipped_agent_for_its_kind():
+    """White-on-black line art (the first 20 test digits and glyphs) to the line agent, photos and faces
+    (the first 20 test images of each) to the colour agent; the command line chooses the same way."""
+    def chosen(dataset: str, color: bool) -> set[str]:
+        images = load_dataset(dataset, 64, color=color, limit=20).test
+        return {default_agent(conditional=True, picture=Image.fromarray(image)).name for image in images}
+
+    assert chosen("mnist", False) == chosen("glyphs", False) == {RECONSTRUCTION_AGENT}
+    assert chosen("photos", True) == chosen("lfw", True) == {PHOTO_AGENT}
+    assert default_agent(conditional=True).name == RECONSTRUCTION_AGENT  # no picture: a sketch to come
+
+
+def test_spiral_paint_paints_a_colour_photo_in_colour_without_being_told_the_agent(tmp_path):
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    main(["paint", "--target", str(photo), "--greedy", "--out", str(tmp_path / "out")])
+    painting = np.asarray(Image.open(tmp_path / "out" / "painting.png").convert("RGB"), np.int16)
+    assert (painting.max(-1) - painting.min(-1)).mean() > 20  # colour, not grey strokes
 
 
 def test_the_shipped_generator_paints_more_than_one_kind_of_digit():
