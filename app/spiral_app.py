@@ -156,13 +156,16 @@ def show_replay(episode: dict, key: str) -> None:
         rendered = None
     if rendered is not None:
         st.image(rendered, caption=f"{pixels} px with {brush}, the same strokes", width=min(pixels, 512))
-    columns = st.columns(4)
+    columns = st.columns(4)  # a download does not rerun the page, which would cancel it (a new file URL)
     if rendered is not None:
-        columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png")
-    columns[1].download_button("GIF", replay_gif(frames, pixels), "painting.gif", "image/gif", key=f"{key}-gif")
-    columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json")
+        columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png",
+                                   on_click="ignore")
+    columns[1].download_button("GIF", replay_gif(frames, pixels), "painting.gif", "image/gif", key=f"{key}-gif",
+                               on_click="ignore")
+    columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json",
+                               on_click="ignore")
     columns[3].download_button("SVG", program.to_svg(pixels / program.width), "painting.svg", "image/svg+xml",
-                               key=f"{key}-svg")
+                               key=f"{key}-svg", on_click="ignore")
 
 
 def _xy(point: tuple[float, float]) -> str:

@@ -270,7 +270,7 @@ def test_the_app_says_when_a_re_render_is_over_the_budget(monkeypatch):
     app = AppTest.from_file(str(ROOT / "app" / "spiral_app.py"), default_timeout=180)
     app.run()
     assert not app.exception and not app.error
-    app.radio(key="main-size").set_value(512).run()
+    app.select_slider(key="main-size").set_value(512).run()
     assert not app.exception, app.exception
     assert any("Cannot re-render at 512 px: A 512x512 surface" in error.value and "90,000 pixels" in error.value
                for error in app.error)
