@@ -213,11 +213,13 @@ class _Search:
             scratch.surface.restore(saved)
         if proposal is not None:
             proposal.update(self.canvas)
+        if self.colours is not None:
+            self.colours.update(self.canvas)
         pen = self.pen
 
         def tried(action: np.ndarray, start: Point) -> float:
             if self.colours is not None:
-                self.colours.fit(action, start, self.canvas)
+                self.colours.fit(action, start)
             scratch.draw(codec.stroke(action, start))
             result = float(mse(self.canvases.view(scratch), self.target))
             scratch.surface.restore(saved)
@@ -304,9 +306,14 @@ class _ColourFit:
         self.painter = Painter(config.width, config.height, config.brush, (0, 0, 0), config.render_scale,
                                config.points_per_stroke)
         self.blank = self.painter.surface.snapshot()
+        self.old = np.ones_like(self.target)  # the canvas the candidates are tried on, in [0, 1]
 
-    def fit(self, action: np.ndarray, start: Point, canvas: np.ndarray) -> None:
-        """Set ``action``'s colour components to the best colour for its footprint from ``start`` on ``canvas``."""
+    def update(self, canvas: np.ndarray) -> None:
+        """Take the canvas of the coming step's candidates."""
+        self.old = canvas.astype(np.float32) / 255.0
+
+    def fit(self, action: np.ndarray, start: Point) -> None:
+        """Set ``action``'s colour components to the best colour for its footprint from ``start``."""
         stroke = replace(self.codec.stroke(action, start), color=(1.0, 1.0, 1.0))
         self.painter.draw(stroke)
         coverage = agent_view(self.painter.canvas(), self.scale)[..., :1].astype(np.float32) / 255.0
@@ -314,8 +321,7 @@ class _ColourFit:
         weight = float((coverage**2).sum())
         if weight == 0:
             return  # paints nothing visible: any colour does
-        old = canvas.astype(np.float32) / 255.0
-        colour = (coverage * (self.target - (1 - coverage) * old)).sum((0, 1)) / weight
+        colour = (coverage * (self.target - (1 - coverage) * self.old)).sum((0, 1)) / weight
         action[self.channels] = np.clip(np.round(colour * self.levels), 0, self.levels).astype(np.int64)
 
     def close(self) -> None:
@@ -342,6 +348,7 @@ class _InkProposal:
         self.cell_of_pixel = (rows[:, None] * self.grid + cols[None, :]).ravel()
         self.target = target.astype(np.float32)
         self.ink = None if config.use_color else np.asarray(config.fixed_color, np.float32)
+        self.target_to_ink = None if self.ink is None else np.abs(self.target - self.ink).mean(-1)
         centers = np.array([codec.cell_center(cell) for cell in range(self.grid**2)], np.float64)
         self.centers = centers
         self.cell_size = np.array([config.width / self.grid, config.height / self.grid])
@@ -353,7 +360,7 @@ class _InkProposal:
         if self.ink is None:  # a colour brush can mend any pixel: the squared error is what is missing
             lack = ((self.target - canvas) ** 2).sum(-1).ravel()
         else:  # a fixed colour can only add ink: how much nearer to it the target is than the canvas
-            lack = np.clip(np.abs(canvas - self.ink).mean(-1) - np.abs(self.target - self.ink).mean(-1), 0, None).ravel()
+            lack = np.clip(np.abs(canvas - self.ink).mean(-1) - self.target_to_ink, 0, None).ravel()
         mass = np.bincount(self.cell_of_pixel, weights=lack, minlength=self.grid**2)
         total = mass.sum()
         self.missing = mass / total if total > 0 else np.full(self.grid**2, 1.0 / self.grid**2)
