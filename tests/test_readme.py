@@ -48,6 +48,10 @@ def copy_of_repository(destination: Path) -> Path:
     """The files git tracks or would track (what a clone has, uncommitted edits included), and the venv."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.decode().split("\0")
+    # The copy shares this venv. Bring it up to date from here first: run from the copy, bootstrap.sh
+    # would find it stale (after a change to pyproject.toml or the lock) and re-point the editable
+    # install at the copy, which the test deletes.
+    subprocess.run(["bash", "scripts/bootstrap.sh"], cwd=ROOT, check=True, capture_output=True)
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():  # a file deleted in the work tree but still in the index is skipped
