@@ -1,4 +1,4 @@
-"""Training curves from a run's TensorBoard logs, plotted to a PNG.
+"""Training curves from a run's TensorBoard logs, plotted to a PNG; the newest painting grid.
 
 TensorBoard is the place to explore a run; a PNG is what goes into a report, an issue or a
 comparison of runs that no longer share a machine. The trainer (``spiral.rllib.trainer``) writes
@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter
-from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
 
 # The default curves, in order. Each entry lists alternatives: the first pattern that matches a
 # tag of some run is used, and an entry that matches nothing is left out.
@@ -113,6 +113,20 @@ def _read(run_dir: Path | str) -> tuple[float, dict[str, Series]]:
     return start, series
 
 
+def newest_image(run_dir: Path | str, tag: str = "paintings") -> tuple[int, bytes] | None:
+    """The last image logged under ``tag`` (the trainer's painting grid at each checkpoint) as
+    ``(env steps, PNG bytes)``; None before the first checkpoint."""
+    newest = None
+    for path in event_files(run_dir):
+        accumulator = EventAccumulator(str(path), size_guidance={IMAGES: 1, SCALARS: 1})  # 1: keep the last only
+        accumulator.Reload()
+        if tag in accumulator.Tags()[IMAGES]:
+            image = accumulator.Images(tag)[-1]
+            if newest is None or image.wall_time >= newest.wall_time:
+                newest = image
+    return None if newest is None else (int(newest.step), newest.encoded_image_string)
+
+
 def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
     """Write a run's scalars, steps and wall times kept, to one event file in ``out_dir``.
 
@@ -175,7 +189,18 @@ def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: 
                 tags: Sequence[str] | None = None, x: Literal["steps", "wall", "both"] = "steps",
                 references: Mapping[str, Mapping[str, float]] | None = None,
                 smoothing: float = 0.0) -> Path:
-    """Plot one subplot per tag, one line per run, to ``out_png``; returns its path.
+    """``curves_figure`` saved to ``out_png``; returns its path."""
+    figure = curves_figure(runs, tags, x, references, smoothing)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=100)
+    return out_png
+
+
+def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: Sequence[str] | None = None,
+                  x: Literal["steps", "wall", "both"] = "steps",
+                  references: Mapping[str, Mapping[str, float]] | None = None, smoothing: float = 0.0) -> Figure:
+    """One subplot per tag, one line per run.
 
     Args:
         runs: run folders, labelled by their names, or ``{label: run folder}``.
@@ -234,7 +259,4 @@ def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: 
     # The runs are named once, above the subplots: a run may lack some tags, never its entry.
     figure.legend(handles=[Line2D([], [], color=color, label=label) for label, color in colors.items()],
                   loc="outside upper center", ncols=min(len(colors), 4), fontsize=8, frameon=False)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=100)
-    return out_png
+    return figure

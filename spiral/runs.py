@@ -54,6 +54,35 @@ def run_experiment(run: Path) -> Experiment:
 LOCK_FILE = "run.lock"
 
 
+def list_runs(runs_dir: Path | str) -> list[Path]:
+    """The run folders (training or pretraining: those with an ``experiment.json``) directly under
+    ``runs_dir``, the newest first (by when it started, so that the order stays while runs train); none
+    for a folder that does not exist."""
+    started = {path.parent: path.stat().st_mtime for path in Path(runs_dir).glob("*/experiment.json")}
+    return sorted(started, key=lambda run: (started[run], run.name), reverse=True)
+
+
+def last_written(run: Path) -> float:
+    """When the run last wrote its logs or its experiment (a Unix time): its TensorBoard files grow as it trains."""
+    files = [run / "experiment.json", *(run / "tb").glob("events.out.tfevents.*")]
+    return max((path.stat().st_mtime for path in files if path.exists()), default=0.0)
+
+
+def run_holder(run: Path) -> dict[str, Any] | None:
+    """Who has the run open, as its lock file records it (``pid``, ``host``, ``since``, ``command``), without
+    taking the lock; None when no process holds it. A record that a killed holder left behind, on this host,
+    is not returned: that process is gone."""
+    try:
+        record = json.loads((Path(run) / LOCK_FILE).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int) and not _alive(record["pid"]):
+        return None
+    return record
+
+
 class RunInUseError(ValueError):
     """Another process has the run open: two trainers, or a trainer and an export, would corrupt its checkpoints."""
 

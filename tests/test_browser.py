@@ -2,7 +2,10 @@
 
 import io
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -54,10 +57,17 @@ def page():
         browser.close()
 
 
-def wait_for_the_download_buttons(page) -> None:
-    """Until the page has finished: then it has one SVG button (while Streamlit reruns, the elements of
-    the page before may still be there beside the new ones)."""
+def wait_until_idle(page) -> None:
+    """Until Streamlit's run has finished: no element left stale from the run before, no running icon."""
+    expect(page.locator("[data-stale='true']")).to_have_count(0, timeout=120_000)
+    expect(page.locator("[data-testid^='stStatusWidgetRunning']")).to_have_count(0, timeout=120_000)
+
+
+def wait_until_the_page_is_done(page) -> None:
+    """Until the Paint page's run has finished, with its one SVG button. A download clicked during a run may
+    fetch a file that the run's end removes (canceled)."""
     expect(page.get_by_role("button", name="SVG", exact=True)).to_have_count(1, timeout=120_000)
+    wait_until_idle(page)
 
 
 def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifacts, tmp_path):
@@ -86,6 +96,7 @@ def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifact
     with Image.open(io.BytesIO(data)) as gif:
         assert gif.n_frames > 1, "the replay does not animate"
 
+    wait_until_the_page_is_done(page)
     with page.expect_download() as download:
         page.get_by_role("button", name="SVG", exact=True).click()
     svg = tmp_path / "painting.svg"
@@ -110,18 +121,51 @@ def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page, artifacts):
     page.mouse.up()
     page.get_by_text("target: your drawing, as the agent sees it").wait_for(timeout=120_000)
     page.get_by_text("painting: L2").wait_for(timeout=120_000)
-    wait_for_the_download_buttons(page)
+    wait_until_the_page_is_done(page)
     page.screenshot(path=str(artifacts / "app-draw.png"), full_page=True)
 
 
 def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page, artifacts):
     page.goto(server)
     page.get_by_text("Reconstruct", exact=True).wait_for(timeout=120_000)
-    wait_for_the_download_buttons(page)  # the first page is complete
+    wait_until_the_page_is_done(page)  # the first page is complete
     page.get_by_label("Agent").first.click()
     page.keyboard.type(f"shipped: {GENERATION_AGENT}")  # a Streamlit selectbox filters as one types
     page.keyboard.press("Enter")
     page.get_by_text("Generate", exact=True).wait_for(timeout=120_000)
     page.get_by_text("seed 7").first.wait_for(timeout=120_000)
-    wait_for_the_download_buttons(page)
+    wait_until_the_page_is_done(page)
     page.screenshot(path=str(artifacts / "app-generate.png"), full_page=True)
+
+
+def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifacts, tmp_path):  # noqa: F811
+    """A run that `spiral train` starts while the page is open appears, and its checkpoints show, without a reload."""
+    page.goto(f"{server}/training")
+    page.get_by_text("No runs in the runs folder").wait_for(timeout=120_000)
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    with open(tmp_path / "train.log", "wb") as log:
+        trainer = subprocess.Popen([spiral, "train", "--preset", "smoke", "--runs-dir", str(runs), "--name", "live",
+                                    "--iterations", "6", "checkpoint.every=2"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            grid = page.get_by_text(re.compile(r"newest paintings, at [\d,]+ env steps"))
+            grid.wait_for(timeout=180_000)
+            first = env_steps(grid.inner_text())
+            assert trainer.wait(timeout=180) == 0, (tmp_path / "train.log").read_text()[-3000:]
+            page.get_by_text("live: stopped").wait_for(timeout=60_000)  # the caption under the run's name
+            expect(grid).not_to_have_text(re.compile(rf"at {first:,} env steps"), timeout=60_000)
+        finally:
+            if trainer.poll() is None:
+                trainer.send_signal(signal.SIGINT)  # Ctrl-C: the trainer stops Ray on its way out
+                trainer.wait(timeout=60)
+    assert env_steps(grid.inner_text()) > first
+    page.get_by_text("Follow the runs").click()  # stop looking again: the screenshot shows one whole page
+    wait_until_idle(page)
+    page.screenshot(path=str(artifacts / "app-training.png"), full_page=True)
+    page.get_by_role("button", name="Paint with live/best").click()
+    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    sidebar = page.get_by_test_id("stSidebar").inner_text()
+    assert "agent: smoke" in sidebar, sidebar  # the run's export, not the automatic choice (a shipped agent)
+
+
+def env_steps(caption: str) -> int:
+    return int(re.search(r"at ([\d,]+) env steps", caption).group(1).replace(",", ""))
