@@ -45,6 +45,14 @@ def open_agent(source: str) -> Agent:
     return load_agent(source)
 
 
+def without_server_paths(message: str) -> str:
+    """An error message for the page: the folders of this installation and of the runs folder said relative
+    (``agents/NAME``, ``runs/RUN``), so the page does not show where the server keeps its files."""
+    for folder, shown in ((runs_dir().resolve(), runs_dir().name), (AGENTS_DIR.resolve().parent, "")):
+        message = message.replace(f"{folder}/", f"{shown}/" if shown else "").replace(str(folder), shown or ".")
+    return message
+
+
 def short_name(source: str) -> str:
     """A label for captions: ``run/best`` for a folder, ``shipped NAME``, or ``untrained NAME`` for a preset."""
     if source.startswith("preset:"):

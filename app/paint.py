@@ -13,8 +13,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from app.agents import AUTOMATIC, available_agents, describe, open_agent, short_name
-from app.pictures import DISPLAY, enlarge, filmstrip, png_bytes, replay_gif, with_stroke
+from app.agents import AUTOMATIC, available_agents, describe, open_agent, short_name, without_server_paths
+from app.pictures import DISPLAY, data_url, enlarge, filmstrip, png_bytes, replay_gif, with_stroke
 from envs import Program, available_brushes, mse
 from spiral.datasets import load_dataset
 from spiral.images import MAX_PIXELS, open_image
@@ -66,7 +66,7 @@ def pick_agent(label: str, key: str, place=st.sidebar, default: int = 0, automat
     try:
         cached_agent(source)
     except (ValueError, FileNotFoundError) as error:
-        place.error(f"Cannot load that agent: {error}")
+        place.error(f"Cannot load that agent: {without_server_paths(str(error))}")
         return None
     return source
 
@@ -112,6 +112,7 @@ def draw_target(agent) -> np.ndarray | None:
 
     dark = sum(agent.paint_config.background) < 3 * 128
     ink, paper = ("#ffffff", "#000000") if dark else ("#000000", "#ffffff")
+    st.space("medium")  # the canvas's toolbar rises 2.65rem above it on hover: here, not over the toggle's label
     result = st_canvas(stroke_width=18, stroke_color=ink, background_color=paper, height=DISPLAY, width=DISPLAY,
                        drawing_mode="freedraw", return_image_data=True, key="sketch")
     if result.image_data is None or not result.json_data or not result.json_data.get("objects"):
@@ -129,7 +130,7 @@ def show_replay(episode: dict, key: str) -> None:
     step = st.slider("Stroke", 0, len(program.strokes), len(program.strokes), key=f"{key}-step")
     stroke = program.strokes[step - 1] if step else None
     left, right = st.columns(2)
-    left.image(png_bytes(with_stroke(frames[step], stroke)), caption=f"after stroke {step}", width=DISPLAY)
+    left.image(data_url(png_bytes(with_stroke(frames[step], stroke))), caption=f"after stroke {step}", width=DISPLAY)
     if right.toggle("Play the whole episode", key=f"{key}-play"):
         right.image(replay_gif(frames), caption="replay (loops)", width=DISPLAY)
     st.image(png_bytes(filmstrip(frames)), caption="every stroke, left to right")

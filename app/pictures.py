@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -39,6 +40,13 @@ def png_bytes(picture: Image.Image | np.ndarray) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    """A PNG inlined in the page: a picture that changes at every rerun (the scrubbed stroke) is then never
+    fetched from the server, which forgets the previous run's pictures as soon as a new run ends (a 404
+    for a browser still loading one)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def replay_gif(frames: list[np.ndarray], size: int = DISPLAY, frame_ms: int = 300) -> bytes:

@@ -149,6 +149,15 @@ def test_a_folder_that_is_not_an_agent_is_refused_in_the_page(runs, tmp_path):
     assert any("not a spiral agent" in error.value for error in app.sidebar.error)
 
 
+def test_a_damaged_agent_is_refused_without_showing_where_the_server_keeps_it(runs):
+    (runs / "mnist-recon-1" / "best" / "agent.json").write_text("{ not json")
+    app = start()
+    app.sidebar.selectbox(key="agent").set_value("mnist-recon-1/best").run()
+    (message,) = [error.value for error in app.sidebar.error]
+    assert message.startswith("Cannot load that agent: ") and "mnist-recon-1/best" in message, message
+    assert str(runs) not in message and str(Path(APP).parent.parent) not in message, message
+
+
 def test_compare_paints_the_same_target_with_a_second_agent(runs):
     app = start()
     app.selectbox(key="other-reconstruct").set_value("untrained: mnist-recon").run()

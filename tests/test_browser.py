@@ -112,6 +112,11 @@ def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page, artifacts):
     page.get_by_text("Draw with the mouse").wait_for(timeout=60_000)
     canvas = page.locator("canvas").last
     canvas.wait_for(timeout=60_000)
+    canvas.hover()  # the toolbar (undo, redo, clear) rises above the canvas
+    page.wait_for_timeout(500)
+    toolbar = page.locator(".dc-toolbar-card").bounding_box()
+    label = page.get_by_text("Draw a target yourself").bounding_box()
+    assert toolbar["y"] >= label["y"] + label["height"], (toolbar, label)  # it covers nothing above it
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.2
     page.mouse.move(x, y)
@@ -169,3 +174,20 @@ def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifa
 
 def env_steps(caption: str) -> int:
     return int(re.search(r"at ([\d,]+) env steps", caption).group(1).replace(",", ""))
+
+
+def test_scrubbing_fast_through_the_strokes_loads_every_picture(server, page):
+    """Each stroke shown while scrubbing is a new picture; none may be asked for after the server let go of it."""
+    failed = []
+    page.on("response", lambda response: failed.append(f"{response.status} {response.url}")
+            if response.status >= 400 else None)
+    page.on("requestfailed", lambda request: failed.append(f"failed {request.url}"))
+    page.goto(server)
+    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    wait_until_the_page_is_done(page)
+    page.get_by_role("slider", name="Stroke").focus()
+    for key in ["ArrowLeft"] * 15 + ["ArrowRight"] * 15 + ["ArrowLeft"] * 15:  # each press a new picture
+        page.keyboard.press(key, delay=20)
+    page.get_by_text("after stroke 0", exact=True).wait_for(timeout=60_000)
+    wait_until_the_page_is_done(page)
+    assert not failed, failed
