@@ -21,15 +21,18 @@ from spiral.images import MAX_PIXELS, open_image
 from spiral.shipped import default_agent
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+UPLOAD_SIDE = 1024  # uploads are decoded no larger: an agent sees 64 px, the page shows 256
 RENDER_SIZES = [256, 512, 768, 1024]  # re-rendering and the downloads: the program replays at any size
 
 
+# Every cache is bounded in entries, and so in bytes: agents are a few MB each (8 of them), a painting's
+# frames at most 21 x 64 x 64 x 3 bytes (64: 17 MB), a rendering a PNG of at most 1024^2 x 3 bytes (16: 48 MB).
 @st.cache_resource(max_entries=8, show_spinner="Loading the agent...")
 def cached_agent(source: str):
     return open_agent(source)
 
 
-@st.cache_data(max_entries=128, show_spinner="Painting...")
+@st.cache_data(max_entries=64, show_spinner="Painting...")
 def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool) -> dict:
     """One painting, as plain data Streamlit can cache: the program, the frames, the score."""
     target = None if target_png is None else np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
@@ -38,7 +41,7 @@ def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: boo
             "l2": episode.l2}
 
 
-@st.cache_data(max_entries=32, show_spinner="Rendering with the real brush...")
+@st.cache_data(max_entries=16, show_spinner="Rendering with the real brush...")
 def cached_render(program_json: str, pixels: int, brush: str) -> bytes:
     """The program painted ``pixels`` wide with ``brush``; envs.CanvasTooLargeError (a ValueError) over the pixel
     budget."""
@@ -78,7 +81,7 @@ def read_upload() -> Image.Image | None | ValueError:
     if upload is None:
         return None
     try:
-        return open_image(upload.getvalue())
+        return open_image(upload.getvalue(), max_side=UPLOAD_SIDE)
     except ValueError as error:
         st.error(f"That file cannot be painted: {error}")
         return error
@@ -88,8 +91,9 @@ def choose_target(agent, upload: Image.Image | None) -> tuple[np.ndarray | None,
     """The uploaded image, a drawing or a held-out dataset example, as the agent will see it."""
     if upload is not None:
         height, width = agent.paint_config.canvas_size
-        if min(upload.size) < min(height, width) / 4 or max(upload.size) > 8 * min(upload.size):
-            st.warning(f"Your image is {upload.width}x{upload.height} pixels: it is fitted into the agent's "
+        original = upload.info["original_size"]  # before open_image fitted it into UPLOAD_SIDE
+        if min(original) < min(height, width) / 4 or max(original) > 8 * min(original):
+            st.warning(f"Your image is {original[0]}x{original[1]} pixels: it is fitted into the agent's "
                        f"{width}x{height} canvas with its aspect kept, so little of it will show.")
         try:
             return agent.prepare_target(upload), "your image"
@@ -157,8 +161,9 @@ def show_replay(episode: dict, key: str) -> None:
     if rendered is not None:
         columns[0].download_button("PNG", rendered, "painting.png", "image/png", key=f"{key}-png",
                                    on_click="ignore")
-    columns[1].download_button("GIF", replay_gif(frames, pixels), "painting.gif", "image/gif", key=f"{key}-gif",
-                               on_click="ignore")
+    # Made when clicked (a callable), not at every rerun: a 1,024 px GIF takes a second and megabytes.
+    columns[1].download_button("GIF", lambda: replay_gif(frames, pixels), "painting.gif", "image/gif",
+                               key=f"{key}-gif", on_click="ignore")
     columns[2].download_button("JSON", episode["program"], "painting.json", "application/json", key=f"{key}-json",
                                on_click="ignore")
     columns[3].download_button("SVG", program.to_svg(pixels / program.width), "painting.svg", "image/svg+xml",
@@ -175,11 +180,12 @@ def show_agent(source: str) -> None:
         st.sidebar.markdown(f"**{name}**: {value}")
 
 
-def score_caption(episode: dict) -> str:
-    """The painting's L2 beside the blank canvas's on the same target, and the share of it removed."""
+def score_caption(episode: dict, how: str) -> str:
+    """The painting's L2 beside the blank canvas's on the same target, and the share of it removed; ``how``
+    it was painted (its seed, or greedy)."""
     blank = float(mse(episode["frames"][0], episode["target"]))
     removed = f", {1 - episode['l2'] / blank:.0%} of it removed" if blank > 0 else ""
-    return f"painting: L2 {episode['l2']:.4f} (blank canvas {blank:.4f}{removed})"
+    return f"painting ({how}): L2 {episode['l2']:.4f} (blank canvas {blank:.4f}{removed})"
 
 
 def paint_page(source: str) -> None:
@@ -203,7 +209,8 @@ def paint_page(source: str) -> None:
         episode = cached_episode(source, png_bytes(target), int(seed), greedy)
         columns = st.columns(2)
         columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
-        columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=score_caption(episode), width=DISPLAY)
+        caption = score_caption(episode, "greedy" if greedy else f"seed {seed}")
+        columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=caption, width=DISPLAY)
         st.caption("L2 is the mean squared error to the target per pixel and colour channel, 0 to 1: lower is better.")
     else:
         show_agent(source)

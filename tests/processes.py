@@ -102,3 +102,25 @@ def describe(pids: set[int]) -> list[str]:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             lines.append(f"{pid}: {command[:200]}")
     return lines
+
+
+def listening_process(port: int) -> int:
+    """The PID of the process that listens on TCP ``port`` (IPv4 or IPv6), read from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return int(fd.parent.parent.name)
+    raise LookupError(f"no process listens on port {port}")
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory (VmRSS), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024

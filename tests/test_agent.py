@@ -1,9 +1,12 @@
 """The inference API: exported agents load safely, paint reproducibly, refuse foreign files."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 
@@ -188,6 +191,29 @@ def test_bad_uploads_are_refused(data, message):
 def test_decompression_bombs_are_refused_before_decoding():
     with pytest.raises(ValueError, match="more than the 1,000 allowed"):
         open_image(image_bytes(Image.new("L", (100, 100)), "PNG"), max_pixels=1000)
+
+
+def test_a_large_photo_is_decoded_downscaled_in_a_fraction_of_its_memory(tmp_path):
+    """open_image(max_side=...): the picture as a full decode fitted to that size, at a fraction of the peak memory."""
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(skimage.data.astronaut()).resize((6000, 4000)).save(photo, quality=90)  # 24 megapixels
+    full = open_image(photo)
+    full.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+    fitted = open_image(photo, max_side=1024)
+    assert fitted.size == full.size == (1024, 683) and fitted.info["original_size"] == (6000, 4000)
+    assert np.abs(np.asarray(fitted, np.int16) - np.asarray(full, np.int16)).mean() < 2
+
+    def peak_mib(max_side: str) -> int:
+        """How far a fresh process's resident memory peaks above where it stood once imports were done."""
+        code = ("from pathlib import Path; from spiral.images import open_image\n"
+                "def status(key): return int(next(line.split()[1] for line in Path('/proc/self/status')"
+                ".read_text().splitlines() if line.startswith(key)))\n"
+                "Path('/proc/self/clear_refs').write_text('5')  # the peak (VmHWM) starts again from here\n"
+                f"before = status('VmRSS:'); open_image({str(photo)!r}, max_side={max_side})\n"
+                "print((status('VmHWM:') - before) // 1024)")
+        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+    assert peak_mib("1024") < peak_mib("None") - 50  # the full decode alone is 72 MB
 
 
 def test_an_animated_gif_opens_at_its_first_frame():

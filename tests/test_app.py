@@ -85,7 +85,7 @@ def test_an_exported_agent_reconstructs_a_held_out_example(runs):
     assert [h.value for h in app.subheader] == ["Reconstruct", "Replay"]
     captions = [caption for image in app.image for caption in image.captions]
     assert "target: held-out example 0, as the agent sees it" in captions
-    assert any(c.startswith("painting: L2") for c in captions)
+    assert any(c.startswith("painting (seed 0): L2") for c in captions)
     assert [button.label for button in app.download_button] == ["PNG", "GIF", "JSON", "SVG"]
 
 

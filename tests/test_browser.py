@@ -16,7 +16,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT
-from tests.processes import free_port, streamlit_server
+from tests.processes import free_port, listening_process, resident_bytes, streamlit_server
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -77,7 +77,7 @@ def test_upload_scrub_play_and_download_in_a_real_browser(server, page, artifact
     Image.fromarray(skimage.data.astronaut()).save(upload)  # a colour photo: the colour agent paints it
     page.locator("input[type=file]").set_input_files(str(upload))
     page.get_by_text(f"Painted by shipped {PHOTO_AGENT}").wait_for(timeout=120_000)
-    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.get_by_text("painting (seed 0): L2").wait_for(timeout=120_000)
     page.screenshot(path=str(artifacts / "app-reconstruct.png"), full_page=True)
 
     slider = page.get_by_role("slider", name="Stroke")
@@ -125,7 +125,7 @@ def test_a_sketch_drawn_with_the_mouse_is_repainted(server, page, artifacts):
         page.mouse.move(x + step, y + step * 7)
     page.mouse.up()
     page.get_by_text("target: your drawing, as the agent sees it").wait_for(timeout=120_000)
-    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.get_by_text("painting (seed 0): L2").wait_for(timeout=120_000)
     wait_until_the_page_is_done(page)
     page.screenshot(path=str(artifacts / "app-draw.png"), full_page=True)
 
@@ -167,7 +167,7 @@ def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifa
     wait_until_idle(page)
     page.screenshot(path=str(artifacts / "app-training.png"), full_page=True)
     page.get_by_role("button", name="Paint with live/best").click()
-    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.get_by_text("painting (seed 0): L2").wait_for(timeout=120_000)
     sidebar = page.get_by_test_id("stSidebar").inner_text()
     assert "agent: smoke" in sidebar, sidebar  # the run's export, not the automatic choice (a shipped agent)
 
@@ -183,7 +183,7 @@ def test_scrubbing_fast_through_the_strokes_loads_every_picture(server, page):
             if response.status >= 400 else None)
     page.on("requestfailed", lambda request: failed.append(f"failed {request.url}"))
     page.goto(server)
-    page.get_by_text("painting: L2").wait_for(timeout=120_000)
+    page.get_by_text("painting (seed 0): L2").wait_for(timeout=120_000)
     wait_until_the_page_is_done(page)
     page.get_by_role("slider", name="Stroke").focus()
     for key in ["ArrowLeft"] * 15 + ["ArrowRight"] * 15 + ["ArrowLeft"] * 15:  # each press a new picture
@@ -191,3 +191,63 @@ def test_scrubbing_fast_through_the_strokes_loads_every_picture(server, page):
     page.get_by_text("after stroke 0", exact=True).wait_for(timeout=60_000)
     wait_until_the_page_is_done(page)
     assert not failed, failed
+
+
+def soak_uploads(folder: Path, count: int) -> list[Path]:
+    """``count`` different pictures: crops of scikit-image's photos, every tenth a 36-megapixel JPEG."""
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    files = []
+    for index in range(count):
+        photo = Image.fromarray(photos[index % len(photos)])
+        side = 120 + 7 * index
+        crop = photo.crop((index, index, index + side, index + side))
+        if index % 10 == 9:
+            crop = crop.resize((6000, 6000))
+        files.append(folder / f"upload-{index}.jpg")
+        crop.save(files[-1], quality=90)
+    return files
+
+
+def test_the_server_keeps_few_malloc_arenas(server):
+    """What keeps the server's memory flat (the soak test below measures it): two glibc arenas, not one per thread."""
+    environment = Path(f"/proc/{listening_process(int(server.rsplit(':', 1)[1]))}/environ").read_bytes()
+    assert b"MALLOC_ARENA_MAX=2" in environment.split(b"\0")
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_the_server_s_memory_stays_flat_over_200_paintings_and_50_uploads(server, page, tmp_path):
+    """A demo that stays up: after a warm-up the server's memory grows by under 10% over the rest of the session.
+
+    3 to 4 minutes, so not in the default run: `bash scripts/test.sh -m soak`."""
+    uploads = soak_uploads(tmp_path, 50)
+    page.goto(server)
+    page.get_by_text("painting (seed 0): L2").wait_for(timeout=120_000)
+    seed = page.get_by_role("spinbutton", name="Seed")
+    server_process = listening_process(int(server.rsplit(":", 1)[1]))
+    paintings = 0
+
+    def paint(seed_value: int) -> None:
+        nonlocal paintings
+        seed.fill(str(seed_value))
+        seed.press("Enter")
+        page.get_by_text(f"painting (seed {seed_value}): L2").wait_for(timeout=60_000)
+        paintings += 1
+
+    def upload(path: Path) -> None:
+        page.locator("input[type=file]").set_input_files(str(path))
+        page.get_by_text("target: your image").wait_for(timeout=60_000)
+        wait_until_the_page_is_done(page)
+
+    for index in range(200):
+        if index % 4 == 0:
+            upload(uploads[index // 4])
+        paint(index + 1)
+        if index == 39:  # warm-up: 40 paintings, 10 uploads (a 36-megapixel one among them)
+            wait_until_the_page_is_done(page)
+            warm = resident_bytes(server_process)
+    wait_until_the_page_is_done(page)
+    final = resident_bytes(server_process)
+    print(f"server memory: {warm / 2**20:.0f} MiB after the warm-up, {final / 2**20:.0f} MiB at the end")
+    assert paintings == 200
+    assert final <= 1.10 * warm, f"the server grew from {warm / 2**20:.0f} MiB to {final / 2**20:.0f} MiB"
