@@ -15,6 +15,7 @@ import skimage.data
 from PIL import Image
 from playwright.sync_api import expect
 
+from spiral.curves import newest_image
 from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT
 from tests.processes import free_port, listening_process, resident_bytes, streamlit_server
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
@@ -144,25 +145,16 @@ def test_an_unconditional_agent_generates_a_grid_in_the_browser(server, page, ar
 
 
 def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifacts, tmp_path):  # noqa: F811
-    """A run that `spiral train` starts while the page is open appears, and its checkpoints show, without a reload."""
+    """A run that `spiral train` starts while the page is open appears, and its checkpoints show as they come,
+    the last one included, without a reload."""
     page.goto(f"{server}/training")
     page.get_by_text("No runs in the runs folder").wait_for(timeout=120_000)
-    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
-    with open(tmp_path / "train.log", "wb") as log:
-        trainer = subprocess.Popen([spiral, "train", "--preset", "smoke", "--runs-dir", str(runs), "--name", "live",
-                                    "--iterations", "6", "checkpoint.every=2"], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            grid = page.get_by_text(re.compile(r"newest paintings, at [\d,]+ env steps"))
-            grid.wait_for(timeout=180_000)
-            first = env_steps(grid.inner_text())
-            assert trainer.wait(timeout=180) == 0, (tmp_path / "train.log").read_text()[-3000:]
-            page.get_by_text("live: stopped").wait_for(timeout=60_000)  # the caption under the run's name
-            expect(grid).not_to_have_text(re.compile(rf"at {first:,} env steps"), timeout=60_000)
-        finally:
-            if trainer.poll() is None:
-                trainer.send_signal(signal.SIGINT)  # Ctrl-C: the trainer stops Ray on its way out
-                trainer.wait(timeout=60)
-    assert env_steps(grid.inner_text()) > first
+    train(["--preset", "smoke", "--runs-dir", str(runs), "--name", "live", "--iterations", "4", "checkpoint.every=2"],
+          tmp_path)
+    page.get_by_text("live: stopped").wait_for(timeout=60_000)  # the caption under the run's name
+    final, _ = newest_image(runs / "live")  # the env steps of the last checkpoint's painting grid
+    expect(page.get_by_text(re.compile(r"newest paintings, at [\d,]+ env steps"))).to_have_text(
+        re.compile(rf"at {final:,} env steps"), timeout=60_000)
     page.get_by_text("Follow the runs").click()  # stop looking again: the screenshot shows one whole page
     wait_until_idle(page)
     page.screenshot(path=str(artifacts / "app-training.png"), full_page=True)
@@ -172,8 +164,17 @@ def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifa
     assert "agent: smoke" in sidebar, sidebar  # the run's export, not the automatic choice (a shipped agent)
 
 
-def env_steps(caption: str) -> int:
-    return int(re.search(r"at ([\d,]+) env steps", caption).group(1).replace(",", ""))
+def train(arguments: list[str], tmp_path: Path) -> None:
+    """`spiral train ARGUMENTS`, to its end; Ctrl-C if the test fails meanwhile."""
+    spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
+    with open(tmp_path / "train.log", "wb") as log:
+        trainer = subprocess.Popen([spiral, "train", *arguments], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert trainer.wait(timeout=180) == 0, (tmp_path / "train.log").read_text()[-3000:]
+        finally:
+            if trainer.poll() is None:
+                trainer.send_signal(signal.SIGINT)  # the trainer stops Ray on its way out
+                trainer.wait(timeout=60)
 
 
 def test_scrubbing_fast_through_the_strokes_loads_every_picture(server, page):

@@ -224,11 +224,12 @@ def test_ctrl_c_checkpoints_what_was_trained_and_says_how_to_resume(tmp_path):
 
 
 def test_an_agent_learns_to_beat_the_blank_canvas_on_a_simple_target(local_ray, tmp_path):
-    """End to end learning: one target (a white square top left), the L2 reward, 80 iterations.
+    """End to end learning: one target (a white square top left), the L2 reward, up to 80 iterations.
 
-    The best window of the run counts: on this toy target a policy that has learned may later settle on
-    strokes that paint nothing, a safe local optimum of the L2 reward (measured: 1 seed of 4 fell back to
-    the blank canvas's L2 after iteration 50; every seed was below 0.8 x blank by iteration 30).
+    The best window of the run counts, and training stops once it is good enough: on this toy target a
+    policy that has learned may later settle on strokes that paint nothing, a safe local optimum of the L2
+    reward (measured: 1 seed of 4 fell back to the blank canvas's L2 after iteration 50; every seed was
+    below 0.8 x blank by iteration 30).
     """
     from PIL import Image
 
@@ -250,14 +251,19 @@ def test_an_agent_learns_to_beat_the_blank_canvas_on_a_simple_target(local_ray, 
     def discriminator_weights() -> dict:
         return trainer.algo.learner_group.get_weights(["discriminator"])["discriminator"]
 
+    def learned() -> float:
+        return min((value for value in final if value is not None and np.isfinite(value)), default=np.inf)
+
     untouched = discriminator_weights()
     try:
-        trainer.run(80, progress=False, on_iteration=record)
+        for iterations in (30, 50, 80):  # train to 30 iterations, then on only while it has not learned
+            trainer.run(iterations, progress=False, on_iteration=record)
+            if learned() < 0.85 * blank_l2:
+                break
         judged = discriminator_weights()
     finally:
         trainer.stop()
-    learned = min(value for value in final if value is not None and np.isfinite(value))
-    assert learned < 0.85 * blank_l2, (learned, blank_l2)
+    assert learned() < 0.85 * blank_l2, (learned(), blank_l2)
     # The L2 reward needs no discriminator: it is neither run nor trained (benchmarks/learner_step.py).
     assert not any({"wasserstein", "d_real", "d_fake"} & stats for stats in discriminator_stats), discriminator_stats
     assert untouched.keys() == judged.keys()
