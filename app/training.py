@@ -15,31 +15,28 @@ from pathlib import Path
 import streamlit as st
 
 from app.agents import runs_dir
-from spiral.curves import curves_figure, event_files, newest_image, read_scalars
+from spiral.curves import RunLogs, draw_curves, read_logs
 from spiral.runs import last_written, list_runs, run_holder
 
-REFRESH_S = 5  # seconds between looks at the runs folder while "Follow" is on
+# Seconds between looks at the runs folder while "Follow" is on. A look that finds new logs reads them
+# (about a second for a run of hours) and redraws the curves, on the machine that may be training.
+REFRESH_S = 5
 EXPORTS = ("best", "agent")  # the best export on held-out images first, then the newest
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_curves(run: str, written: float) -> bytes | None:
-    """The run's default curves as a PNG (None before its first scalar); ``written`` keys the cache."""
+@st.cache_data(max_entries=4, show_spinner=False)
+def cached_logs(run: str, written: float) -> tuple[RunLogs, bytes | None]:
+    """The run's logs and its default curves as a PNG (None before its first scalar), read once per change
+    of its files (``written`` keys the cache)."""
     try:
-        figure = curves_figure([run])
-    except ValueError:  # no TensorBoard file yet, or no scalar in it
-        return None
+        logs = read_logs(run)
+    except ValueError:  # no TensorBoard file yet
+        return RunLogs({}, None), None
+    if not logs.scalars:
+        return logs, None
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_grid(run: str, written: float) -> tuple[int, bytes] | None:
-    try:
-        return newest_image(run)
-    except ValueError:
-        return None
+    draw_curves({Path(run).name: logs.scalars}).savefig(buffer, format="png", dpi=80)
+    return logs, buffer.getvalue()
 
 
 def training_page() -> None:
@@ -71,12 +68,9 @@ def status(run: Path) -> str:
 
 def show_run(run: Path) -> None:
     """The run's progress, curves, newest painting grid and exports."""
-    written = last_written(run)
     st.caption(f"{run.name}: {status(run)}.")
-    try:
-        scalars = read_scalars(run) if event_files(run) else {}
-    except ValueError:
-        scalars = {}
+    logs, curves = cached_logs(str(run), last_written(run))
+    scalars = logs.scalars
     steps = max((int(series.steps[-1]) for series in scalars.values()), default=0)
     columns = st.columns(3)
     columns[0].metric("env steps", f"{steps:,}")
@@ -84,14 +78,12 @@ def show_run(run: Path) -> None:
                               (columns[2], "eval/blank_l2", "blank canvas L2")):
         if tag in scalars:
             column.metric(name, f"{scalars[tag].values[-1]:.4f}")
-    curves = cached_curves(str(run), written)
     if curves is None:
         st.info("No curves yet: the run logs its first scalars after its first training iteration.")
     else:
         st.image(curves, caption="curves from the run's TensorBoard files (dashed: the blank canvas)")
-    grid = cached_grid(str(run), written)
-    if grid is not None:
-        step, png = grid
+    if logs.grid is not None:
+        step, png = logs.grid
         st.image(png, caption=f"newest paintings, at {step:,} env steps (held-out targets above the paintings "
                               "of a reconstruction agent)", width=512)
     show_exports(run)

@@ -52,6 +52,8 @@ TITLES = {
     "pretrain/held_out_nll": "pretraining: held-out NLL of the teacher's actions",
 }
 
+GRID_TAG = "paintings"  # the trainer's grid of held-out targets and paintings, logged at each checkpoint
+
 # The tags a ``--blank`` reference applies to: both are the final canvas's L2 to its target.
 L2_TAGS = ("eval/test_l2", "env/final_l2")
 
@@ -81,6 +83,19 @@ def run_name(run_dir: Path | str) -> str:
     return folder.parent.name if folder.name == "tb" else folder.name
 
 
+@dataclass(frozen=True)
+class RunLogs:
+    """What spiral reads of a run's TensorBoard files: every scalar, and the newest painting grid."""
+
+    scalars: dict[str, Series]
+    grid: tuple[int, bytes] | None  # (env steps, PNG) of the last "paintings" image; None before a checkpoint
+
+
+def read_logs(run_dir: Path | str) -> RunLogs:
+    """``read_scalars`` and the newest painting grid the trainer logged, in one pass over the files."""
+    return RunLogs(*_read(run_dir)[1:])
+
+
 def read_scalars(run_dir: Path | str) -> dict[str, Series]:
     """Every scalar tag of a run, merged over its event files and sorted by step.
 
@@ -91,13 +106,18 @@ def read_scalars(run_dir: Path | str) -> dict[str, Series]:
     return _read(run_dir)[1]
 
 
-def _read(run_dir: Path | str) -> tuple[float, dict[str, Series]]:
-    """``read_scalars``, and the wall time its series count from (the run's first scalar)."""
-    per_file = []
+def _read(run_dir: Path | str) -> tuple[float, dict[str, Series], tuple[int, bytes] | None]:
+    """``read_scalars``, the wall time its series count from (the run's first scalar), and the newest grid."""
+    per_file, newest = [], None
     for path in event_files(run_dir):
-        accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0})  # 0: keep every point
+        # 0: keep every scalar; 1: of the images, only the newest of each tag (the reservoir keeps the last)
+        accumulator = EventAccumulator(str(path), size_guidance={SCALARS: 0, IMAGES: 1})
         accumulator.Reload()
         events = {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()[SCALARS]}
+        if GRID_TAG in accumulator.Tags()[IMAGES]:
+            image = accumulator.Images(GRID_TAG)[-1]
+            if newest is None or image.wall_time >= newest.wall_time:
+                newest = image
         first = min((event.wall_time for tagged in events.values() for event in tagged), default=np.inf)
         per_file.append((first, path.name, events))
     merged: dict[str, dict[int, tuple[float, float]]] = {}
@@ -110,21 +130,7 @@ def _read(run_dir: Path | str) -> tuple[float, dict[str, Series]]:
         steps = np.array(sorted(points), dtype=np.int64)
         wall, values = (np.array([points[step][i] for step in steps], dtype=np.float64) for i in (0, 1))
         series[tag] = Series(steps, wall - start, values)
-    return start, series
-
-
-def newest_image(run_dir: Path | str, tag: str = "paintings") -> tuple[int, bytes] | None:
-    """The last image logged under ``tag`` (the trainer's painting grid at each checkpoint) as
-    ``(env steps, PNG bytes)``; None before the first checkpoint."""
-    newest = None
-    for path in event_files(run_dir):
-        accumulator = EventAccumulator(str(path), size_guidance={IMAGES: 1, SCALARS: 1})  # 1: keep the last only
-        accumulator.Reload()
-        if tag in accumulator.Tags()[IMAGES]:
-            image = accumulator.Images(tag)[-1]
-            if newest is None or image.wall_time >= newest.wall_time:
-                newest = image
-    return None if newest is None else (int(newest.step), newest.encoded_image_string)
+    return start, series, None if newest is None else (int(newest.step), newest.encoded_image_string)
 
 
 def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
@@ -135,7 +141,7 @@ def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
     """
     from tensorboardX import SummaryWriter
 
-    start, scalars = _read(run_dir)
+    start, scalars, _ = _read(run_dir)
     writer = SummaryWriter(str(out_dir))
     for tag, series in scalars.items():
         for step, wall, value in zip(series.steps, series.wall, series.values):
@@ -200,10 +206,30 @@ def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: 
 def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: Sequence[str] | None = None,
                   x: Literal["steps", "wall", "both"] = "steps",
                   references: Mapping[str, Mapping[str, float]] | None = None, smoothing: float = 0.0) -> Figure:
-    """One subplot per tag, one line per run.
+    """One subplot per tag, one line per run: ``draw_curves`` of the runs' scalars.
 
     Args:
         runs: run folders, labelled by their names, or ``{label: run folder}``.
+        tags, x, references, smoothing: as ``draw_curves`` takes them.
+    """
+    smooth(np.zeros(1), smoothing)  # reject a bad weight before reading anything
+    if x not in ("steps", "wall", "both"):
+        raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
+    if not runs:
+        raise ValueError("no runs to plot")
+    labelled = dict(runs) if isinstance(runs, Mapping) else {run_name(run): run for run in runs}
+    if len(labelled) < len(runs):
+        raise ValueError(f"runs share a folder name ({', '.join(map(run_name, runs))}): label them")
+    return draw_curves({label: read_scalars(run) for label, run in labelled.items()}, tags, x, references, smoothing)
+
+
+def draw_curves(data: Mapping[str, Mapping[str, Series]], tags: Sequence[str] | None = None,
+                x: Literal["steps", "wall", "both"] = "steps",
+                references: Mapping[str, Mapping[str, float]] | None = None, smoothing: float = 0.0) -> Figure:
+    """One subplot per tag, one line per run, from scalars already read (``{label: read_scalars(run)}``).
+
+    Args:
+        data: each run's scalars, by the label its line gets.
         tags: the scalars to plot (default: ``default_tags`` of what the runs logged).
         x: ``"steps"`` (env steps), ``"wall"`` (hours since each run's first scalar), or
             ``"both"``: two columns, steps on the left, wall time on the right.
@@ -213,13 +239,9 @@ def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: S
     """
     if x not in ("steps", "wall", "both"):
         raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
-    smooth(np.zeros(1), smoothing)  # reject a bad weight before reading anything
-    if not runs:
+    smooth(np.zeros(1), smoothing)
+    if not data:
         raise ValueError("no runs to plot")
-    labelled = dict(runs) if isinstance(runs, Mapping) else {run_name(run): run for run in runs}
-    if len(labelled) < len(runs):
-        raise ValueError(f"runs share a folder name ({', '.join(map(run_name, runs))}): label them")
-    data = {label: read_scalars(run) for label, run in labelled.items()}
     available = set().union(*data.values())
     tags = list(tags) if tags else default_tags(available)
     missing = [tag for tag in tags if tag not in available]

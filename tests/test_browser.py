@@ -15,7 +15,7 @@ import skimage.data
 from PIL import Image
 from playwright.sync_api import expect
 
-from spiral.curves import newest_image
+from spiral.curves import read_logs
 from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT
 from tests.processes import free_port, listening_process, resident_bytes, streamlit_server
 from tests.test_app import runs  # noqa: F401  (the fixture: a runs folder with one agent)
@@ -152,7 +152,7 @@ def test_the_training_page_follows_a_run_as_it_trains(server, page, runs, artifa
     train(["--preset", "smoke", "--runs-dir", str(runs), "--name", "live", "--iterations", "4", "checkpoint.every=2"],
           tmp_path)
     page.get_by_text("live: stopped").wait_for(timeout=60_000)  # the caption under the run's name
-    final, _ = newest_image(runs / "live")  # the env steps of the last checkpoint's painting grid
+    final, _ = read_logs(runs / "live").grid  # the env steps of the last checkpoint's painting grid
     expect(page.get_by_text(re.compile(r"newest paintings, at [\d,]+ env steps"))).to_have_text(
         re.compile(rf"at {final:,} env steps"), timeout=60_000)
     page.get_by_text("Follow the runs").click()  # stop looking again: the screenshot shows one whole page

@@ -17,7 +17,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from tensorboardX import SummaryWriter
 
-from spiral.curves import newest_image
+from spiral.curves import read_logs
 from spiral.experiment import Experiment
 from spiral.manifest import TrainingRecord
 from spiral.runs import LOCK_FILE, list_runs, run_holder
@@ -60,12 +60,12 @@ def test_runs_are_listed_newest_first_and_a_folder_without_runs_gives_none(tmp_p
 
 def test_the_newest_painting_grid_is_read_from_the_event_files(tmp_path):
     run = write_run(tmp_path / "run", steps=(100, 200, 300), grid_value=10)
-    step, png = newest_image(run)
+    step, png = read_logs(run).grid
     assert step == 300
     assert np.asarray(Image.open(io.BytesIO(png))).max() == 10 + 300 % 200
     empty = tmp_path / "empty" / "tb"
     SummaryWriter(str(empty)).close()
-    assert newest_image(empty.parent) is None
+    assert read_logs(empty.parent).grid is None
 
 
 def test_the_holder_of_a_run_is_read_from_its_lock_file_and_a_dead_holder_is_not_one(tmp_path):

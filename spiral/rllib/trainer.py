@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from envs.storage import write_file, write_folder
 from spiral.agent import load_agent, write_agent
+from spiral.curves import GRID_TAG
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
 from spiral.manifest import AgentManifest, DiscriminatorRecord, TrainingRecord
@@ -241,7 +242,7 @@ class Trainer:
         rows = [np.concatenate([episode.canvas for episode in episodes[:8]], axis=1)]
         if self.test_targets is not None:
             rows.insert(0, np.concatenate(list(self.test_targets[:8]), axis=1))
-        self.writer.add_image("paintings", np.concatenate(rows, axis=0), step, dataformats="HWC")
+        self.writer.add_image(GRID_TAG, np.concatenate(rows, axis=0), step, dataformats="HWC")
         self.writer.flush()
 
     def stop(self) -> None:
