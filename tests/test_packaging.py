@@ -195,7 +195,7 @@ def test_a_non_editable_install_carries_presets_agents_and_app(tmp_path):
         assert load_agent(default_agent(conditional=True)).conditional
         assert not load_agent(default_agent(conditional=False)).conditional
         assert (DEFAULT_DIR / "mnist" / "classifier.json").is_file()
-        assert (package_dir("app") / "spiral_app.py").is_file()
+        assert all((package_dir("app") / page).is_file() for page in ("spiral_app.py", "paint.py", "training.py"))
         from app.agents import available_agents
         offered = [choice.source for choice in available_agents(Path("no-runs-here"))]
         assert any(source.startswith(str(AGENTS_DIR)) for source in offered), offered
