@@ -32,10 +32,12 @@ def cached_logs(run: str, written: float) -> tuple[RunLogs, bytes | None]:
         logs = read_logs(run)
     except ValueError:  # no TensorBoard file yet
         return RunLogs({}, None), None
-    if not logs.scalars:
+    try:
+        figure = draw_curves({Path(run).name: logs.scalars})
+    except ValueError:  # no scalar yet, or none of the curves spiral draws by default
         return logs, None
     buffer = io.BytesIO()
-    draw_curves({Path(run).name: logs.scalars}).savefig(buffer, format="png", dpi=80)
+    figure.savefig(buffer, format="png", dpi=80)
     return logs, buffer.getvalue()
 
 
@@ -79,7 +81,7 @@ def show_run(run: Path) -> None:
         if tag in scalars:
             column.metric(name, f"{scalars[tag].values[-1]:.4f}")
     if curves is None:
-        st.info("No curves yet: the run logs its first scalars after its first training iteration.")
+        st.info("No curves yet: a run logs the ones drawn here from its first training iteration on.")
     else:
         st.image(curves, caption="curves from the run's TensorBoard files (dashed: the blank canvas)")
     if logs.grid is not None:

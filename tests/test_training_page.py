@@ -116,13 +116,16 @@ def test_a_run_being_trained_is_marked_as_such(tmp_path, monkeypatch):
     assert "training now, since 2026-12-01T10:00:00" in app.caption[0].value
 
 
-@pytest.mark.parametrize("damage", ["empty tb", "no tb"])
-def test_a_run_with_no_logs_yet_is_shown_without_an_error(tmp_path, monkeypatch, damage):
+@pytest.mark.parametrize("logs", ["none", "an empty file", "only scalars spiral does not plot"])
+def test_a_run_with_no_curves_yet_is_shown_without_an_error(tmp_path, monkeypatch, logs):
     run = tmp_path / "smoke-1"
     run.mkdir()
     (run / "experiment.json").write_text(Experiment.from_preset("smoke").to_json())
-    if damage == "empty tb":
-        SummaryWriter(str(run / "tb")).close()
+    if logs != "none":
+        writer = SummaryWriter(str(run / "tb"))
+        if logs == "only scalars spiral does not plot":
+            writer.add_scalar("custom/thing", 1.0, 10)
+        writer.close()
     app = start_training_page(tmp_path, monkeypatch)
     assert not app.error
     assert any("No curves yet" in info.value for info in app.info)
