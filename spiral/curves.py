@@ -203,6 +203,12 @@ def plot_curves(runs: Sequence[Path | str] | Mapping[str, Path | str], out_png: 
     return out_png
 
 
+def _check_options(x: str, smoothing: float) -> None:
+    if x not in ("steps", "wall", "both"):
+        raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
+    smooth(np.zeros(1), smoothing)  # a ValueError for a weight outside [0, 1)
+
+
 def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: Sequence[str] | None = None,
                   x: Literal["steps", "wall", "both"] = "steps",
                   references: Mapping[str, Mapping[str, float]] | None = None, smoothing: float = 0.0) -> Figure:
@@ -212,9 +218,7 @@ def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: S
         runs: run folders, labelled by their names, or ``{label: run folder}``.
         tags, x, references, smoothing: as ``draw_curves`` takes them.
     """
-    smooth(np.zeros(1), smoothing)  # reject a bad weight before reading anything
-    if x not in ("steps", "wall", "both"):
-        raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
+    _check_options(x, smoothing)  # before reading anything
     if not runs:
         raise ValueError("no runs to plot")
     labelled = dict(runs) if isinstance(runs, Mapping) else {run_name(run): run for run in runs}
@@ -237,9 +241,7 @@ def draw_curves(data: Mapping[str, Mapping[str, Series]], tags: Sequence[str] | 
             ``{"eval/test_l2": {"blank canvas": 0.089}}``.
         smoothing: EMA weight in [0, 1); above 0 the raw curve stays, faint, behind the smooth one.
     """
-    if x not in ("steps", "wall", "both"):
-        raise ValueError(f"x must be 'steps', 'wall' or 'both', got {x!r}")
-    smooth(np.zeros(1), smoothing)
+    _check_options(x, smoothing)
     if not data:
         raise ValueError("no runs to plot")
     available = set().union(*data.values())
