@@ -6,18 +6,20 @@ V-trace-sized loss stand-in) and, in a discriminator-reward run, through the dis
 learner uses it: a score for every canvas (the temporal rewards) and a WGAN-GP update on the
 final canvases against their targets. An L2-reward run's learner does no discriminator work.
 
-Each network is timed in the layouts it can run in, in the same run, so the ratios hold whatever
-else the machine is doing:
+Each network is timed in three versions, interleaved in the same run so that the ratios hold
+whatever else the machine is doing:
 
-- ``nchw``: float32, contiguous tensors: the learner before channels-last (the baseline);
-- ``channels-last``: float32, the spatial heads' convolutions on NHWC tensors
-  (``spiral.policy.CONV_MEMORY_FORMAT``: what the learner and the env runners run now);
-- ``bf16``: channels-last under bfloat16 autocast, where the device has bf16 arithmetic (not
-  used in training: logits rounded to 8 bits would bias V-trace's importance ratios).
+- ``before``: ``spiral/policy.py`` as it was at ``--baseline`` (default ``BASELINE``, the commit
+  before #12's work: float32, NCHW), read from git history, with the same weights and batch;
+- ``float32``: the network now (channels-last convolutions, the fine map's last layer without a
+  concatenation, pooled resizing), ``training.precision = "float32"``;
+- ``bfloat16``: the same under the learner's bf16 autocast (``training.precision = "bfloat16"``),
+  where the device has bf16 arithmetic. The discriminator stays float32 in every version, as in
+  the learner.
 
 The preset's network and the SPIRAL-size network (``NetworkConfig.spiral()``) run on the CPU and,
-where torch sees one, on the GPU; the GPU column's ratio is against the CPU's channels-last
-figure. ``--profile`` prints the torch profiler's most expensive operations of one update instead.
+where torch sees one, on the GPU; the GPU line's ratio is against the CPU's figure in the same
+precision. ``--profile`` prints the torch profiler's most expensive operations of one update instead.
 
     python benchmarks/learner_step.py [--preset mnist-pen] [--repeats 5] [--threads N] [--profile]
 """
@@ -25,9 +27,12 @@ figure. ``--profile`` prints the torch profiler's most expensive operations of o
 from __future__ import annotations
 
 import argparse
-import contextlib
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -36,9 +41,11 @@ import spiral.policy
 from envs.actions import ActionCodec
 from spiral.discriminator import Discriminator, to_input, wgan_gp_loss
 from spiral.experiment import Experiment
-from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.policy import NetworkConfig, PolicyNetwork, autocast, bfloat16_supported
 
 Batch = dict[str, torch.Tensor]
+BASELINE = "7806db5"  # the last commit before the learner's speed work (#12)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def learner_batch(experiment: Experiment, codec: ActionCodec, device: torch.device) -> Batch:
@@ -57,12 +64,18 @@ def learner_batch(experiment: Experiment, codec: ActionCodec, device: torch.devi
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optimizers: list[torch.optim.Optimizer]
-           ) -> None:
-    """One learner update; ``disc=None`` is an L2-reward run, whose learner does no discriminator work."""
+def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optimizers: list[torch.optim.Optimizer],
+           precision: str = "float32") -> None:
+    """One learner update; ``disc=None`` is an L2-reward run, whose learner does no discriminator work.
+
+    The policy's pass runs in ``precision`` and hands float32 logits and values on, as
+    ``spiral.rllib.module.SpiralPolicyModule._forward_train`` does; the discriminator is float32.
+    """
     observation = {key: data[key] for key in ("canvas", "target", "prev_action", "step")}
-    features, _ = policy.features(observation, policy.initial_state(data["canvas"].shape[0]))
-    logits = policy.teacher_forced_logits(features, data["actions"])
+    with autocast(precision, data["canvas"].device):
+        features, _ = policy.features(observation, policy.initial_state(data["canvas"].shape[0]))
+        logits = policy.teacher_forced_logits(features, data["actions"])
+    logits, features = logits.float(), features.float()
     logp, values = policy.log_prob(logits, data["actions"]), policy.value(features)
     loss = -(logp * values.detach()).mean() + values.pow(2).mean() - policy.entropies(logits).sum(-1).mean()
     if disc is not None:
@@ -77,65 +90,65 @@ def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optim
         optimizer.step()
 
 
-@contextlib.contextmanager
-def layout(name: str, device: torch.device) -> Iterator[None]:
-    """Run the networks in one of the layouts of the module docstring."""
-    saved = spiral.policy.CONV_MEMORY_FORMAT
-    spiral.policy.CONV_MEMORY_FORMAT = torch.contiguous_format if name == "nchw" else torch.channels_last
+def policy_module_at(commit: str) -> types.ModuleType:
+    """``spiral/policy.py`` as it was at ``commit``, read from this checkout's git history."""
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=name == "bf16"):
-            yield
-    finally:
-        spiral.policy.CONV_MEMORY_FORMAT = saved
+        source = subprocess.run(["git", "show", f"{commit}:spiral/policy.py"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or error
+        sys.exit(f"learner_step.py: cannot read spiral/policy.py at {commit} from git ({str(detail).strip()}); "
+                 "the baseline needs a git clone with its history (not a shallow one).")
+    module = types.ModuleType(f"policy_at_{commit}")
+    module.__file__ = f"{commit}:spiral/policy.py"
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
 
 
-def bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+def learner_update(experiment: Experiment, network: NetworkConfig, discriminator: bool, device: torch.device,
+                   precision: str = "float32", policy_module: types.ModuleType = spiral.policy) -> Callable[[], None]:
+    """A closure doing one update of fresh networks on one fixed batch, in ``precision``.
 
-
-def learner_update(experiment: Experiment, network: NetworkConfig, discriminator: bool, device: torch.device
-                   ) -> Callable[[], None]:
-    """A closure doing one update of fresh networks on one fixed batch."""
+    ``policy_module`` is the module that defines the network: ``spiral.policy``, or an older
+    version of it (``policy_module_at``), which gets the same weights and batch.
+    """
     paint = experiment.paint_config()
     codec = ActionCodec(paint)
     torch.manual_seed(0)
-    policy = PolicyNetwork(codec.names, tuple(codec.nvec.tolist()), paint.grid_size, True, network).to(device)
+    config = policy_module.NetworkConfig(**network.to_dict())
+    policy = policy_module.PolicyNetwork(codec.names, tuple(codec.nvec.tolist()), paint.grid_size, True, config)
+    policy = policy.to(device)
     disc = Discriminator(size=paint.width, width=experiment.discriminator.width, conditional=True).to(device) \
         if discriminator else None
     optimizers = [torch.optim.Adam(policy.parameters())]
     if disc is not None:
         optimizers.append(torch.optim.Adam(disc.parameters(), betas=(0.5, 0.999)))
     data = learner_batch(experiment, codec, device)
-    return lambda: update(policy, disc, data, optimizers)
+    return lambda: update(policy, disc, data, optimizers, precision)
 
 
-def frames_per_second(experiment: Experiment, network: NetworkConfig, discriminator: bool, device: torch.device,
-                      layouts: list[str], repeats: int) -> dict[str, float]:
-    """Each layout's best of ``repeats`` updates, the layouts interleaved so that load hits all alike."""
-    step = learner_update(experiment, network, discriminator, device)
-    best = dict.fromkeys(layouts, float("inf"))
-    for name in layouts:  # warm-up: allocations, kernels, oneDNN's primitive caches
-        with layout(name, device):
-            step()
+def frames_per_second(steps: dict[str, Callable[[], None]], device: torch.device, frames: int,
+                      repeats: int) -> dict[str, float]:
+    """Each version's best of ``repeats`` updates, the versions interleaved so that load hits all alike."""
+    best = dict.fromkeys(steps, float("inf"))
+    for step in steps.values():  # warm-up: allocations, kernels, oneDNN's primitive caches
+        step()
     for _ in range(repeats):
-        for name in layouts:
-            with layout(name, device):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best[name] = min(best[name], time.perf_counter() - start)
-    frames = experiment.training.batch_episodes * (experiment.paint_config().episode_length + 1)
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - start)
     return {name: frames / seconds for name, seconds in best.items()}
 
 
-def print_profile(experiment: Experiment, rows: int = 15) -> None:
+def print_profile(experiment: Experiment, precision: str, rows: int = 15) -> None:
     """The costliest operations of one discriminator-reward update of the preset's network."""
-    step = learner_update(experiment, experiment.network_config(), True, torch.device("cpu"))
+    step = learner_update(experiment, experiment.network_config(), True, torch.device("cpu"), precision)
     step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         step()
@@ -146,7 +159,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="mnist-pen")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", default=BASELINE, help="the git commit whose policy.py is 'before'")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's table and stop")
+    parser.add_argument("--precision", default="float32", choices=spiral.policy.PRECISIONS,
+                        help="the precision --profile runs in")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's, one per core)")
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.batch_episodes=64")
     args = parser.parse_args()
@@ -154,26 +170,34 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.profile:
-        print_profile(experiment)
+        print_profile(experiment, args.precision)
         return
+    before = policy_module_at(args.baseline)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     paint = experiment.paint_config()
+    frames = experiment.training.batch_episodes * (paint.episode_length + 1)
     print(f"learner update of preset {args.preset}: {experiment.training.batch_episodes} episodes x "
           f"{paint.episode_length + 1} rows, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else ", no GPU"))
+          + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else ", no GPU") + f"; before = {args.baseline}")
     for name, network in ((args.preset, experiment.network_config()), ("spiral-size", NetworkConfig.spiral())):
         for reward, discriminator in (("D reward", True), ("L2 reward", False)):
+            cpu_rates: dict[str, float] = {}
             for device in devices:
-                layouts = ["nchw", "channels-last"] + (["bf16"] if bf16_available(device) else [])
-                rates = frames_per_second(experiment, network, discriminator, device, layouts, args.repeats)
-                figures = "  ".join(f"{layout_name} {rate:6.0f}" for layout_name, rate in rates.items())
-                ratios = "  ".join(f"{layout_name}/nchw {rate / rates['nchw']:.2f}x"
-                                   for layout_name, rate in rates.items() if layout_name != "nchw")
+                steps = {"before": learner_update(experiment, network, discriminator, device, policy_module=before)}
+                for precision in spiral.policy.PRECISIONS:
+                    if precision == "float32" or bfloat16_supported(device):
+                        steps[precision] = learner_update(experiment, network, discriminator, device, precision)
+                rates = frames_per_second(steps, device, frames, args.repeats)
+                figures = "  ".join(f"{version} {rate:6.0f}" for version, rate in rates.items())
+                ratios = "  ".join(f"{version}/before {rate / rates['before']:.2f}x"
+                                   for version, rate in rates.items() if version != "before")
                 print(f"{name:12s} {reward:9s} {device.type}: frames/s {figures}   {ratios}", flush=True)
                 if device.type == "cpu":
-                    cpu_rate = rates["channels-last"]
+                    cpu_rates = rates
                 else:
-                    print(f"{'':12s} {'':9s} gpu/cpu (channels-last): {rates['channels-last'] / cpu_rate:.1f}x")
+                    print(f"{'':12s} {'':9s} gpu/cpu: " + "  ".join(
+                        f"{version} {rate / cpu_rates[version]:.1f}x" for version, rate in rates.items()
+                        if version in cpu_rates))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """End-to-end training throughput against the bare environment, measured in the same run.
 
 Trains a preset (default ``mnist-recon``, its dataset limited so that loading is quick) on a
-local Ray for a few iterations and counts env steps per second once it is warm; then steps the
-same environment with random actions in this process, and trains the same experiment with the
-plain single-process PyTorch loop of ``torch_loop.py``. Prints the rates and the issue's figures of
+local Ray for a few iterations and counts env steps per second once it is warm; then samples
+with one env runner alone (no learner beside it: the ceiling that a faster learner cannot lift),
+steps the same environment with random actions in this process, and trains the same experiment
+with the plain single-process PyTorch loop of ``torch_loop.py``. Prints the rates and the figures of
 merit: training rate / (raw env rate x env-runner cores), goal >= 0.5, and RLlib / plain loop,
 goal >= 1.0. RLlib runs with the learner in the driver (``num_learners=0``, what ``spiral train``
 does) and, with ``--learners 0 1``, also as one remote learner actor, to compare the two.
@@ -17,6 +18,8 @@ import argparse
 import time
 
 import ray
+import torch
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from torch_loop import plain_loop_rate  # benchmarks/, the script's own folder
 
 from spiral.experiment import Experiment
@@ -35,6 +38,23 @@ def raw_env_rate(experiment: Experiment, seconds: float = 3.0) -> float:
         if terminated:
             env.reset()
     return steps / (time.perf_counter() - start)
+
+
+def sampling_rate(experiment: Experiment, samples: int = 5) -> float:
+    """One env runner's ``sample()`` alone, in this process on one torch thread: what sampling
+    costs (environments, the policy's forward, RLlib's connectors) with no learner beside it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray worker with one CPU
+    runner = SingleAgentEnvRunner(config=build_config(experiment))
+    try:
+        runner.sample()  # warm-up
+        steps, start = 0, time.perf_counter()
+        for _ in range(samples):
+            steps += sum(len(episode) for episode in runner.sample())
+        return steps / (time.perf_counter() - start)
+    finally:
+        runner.stop()
+        torch.set_num_threads(threads)
 
 
 def training_rate(experiment: Experiment, iterations: int, learners: int = 0, warmup: int = 3) -> tuple[float, int]:
@@ -56,11 +76,12 @@ def main() -> None:
     parser.add_argument("--preset", default="mnist-recon")
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--learners", type=int, nargs="+", default=[0], help="num_learners values to measure")
-    parser.add_argument("overrides", nargs="*", default=["data.limit=2000"])
+    parser.add_argument("overrides", nargs="*", help="section.field=value, after data.limit=2000 (a quick load)")
     args = parser.parse_args()
-    experiment = Experiment.from_preset(args.preset, args.overrides)
+    experiment = Experiment.from_preset(args.preset, ["data.limit=2000", *args.overrides])
     connect(None)  # as `spiral train` starts Ray: env runners at the learner's priority
     rates = {learners: training_rate(experiment, args.iterations, learners) for learners in args.learners}
+    sampling = sampling_rate(experiment)
     ray.shutdown()
     raw = raw_env_rate(experiment)
     plain = plain_loop_rate(experiment)
@@ -69,6 +90,7 @@ def main() -> None:
         print(f"RLlib, num_learners={learners}, {runners} env runner(s): {train:8.0f} env steps/s (sampling + learning)")
         print(f"  training / (raw x runner cores): {train / (raw * runners):.2f} (goal >= 0.5)")
         print(f"  RLlib / plain loop: {train / plain:.2f}x (goal >= 1.0)")
+    print(f"sampling alone, one env runner, no learner: {sampling:8.0f} env steps/s")
     print(f"raw environment, random actions: {raw:8.0f} env steps/s per core")
     print(f"plain PyTorch loop (same network, A2C): {plain:8.0f} env steps/s")
 

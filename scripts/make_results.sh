@@ -56,6 +56,9 @@ $spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.m
 $spiral gallery --agent agents/mnist-gen --out "$out/mnist-gen" --count 32 --sampled
 $spiral curves agents/mnist-gen --both --out "$out/mnist-gen/curves.png"
 
+# The learner's precision (#12): eight 10-minute mnist-l2 runs, from their kept scalars.
+.venv/bin/python scripts/plot_precision.py docs/results/scalars/precision "$out/precision.png"
+
 # reward-modes.png is not redrawn: the final-reward run's scalars were never committed (a `runs/`
 # pattern in .gitignore matched docs/results/runs/; it is `/runs/` now, and kept scalars live in
 # docs/results/scalars/).

@@ -14,7 +14,7 @@ display is needed and no global backend is switched under code that imports this
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,8 +133,9 @@ def _read(run_dir: Path | str) -> tuple[float, dict[str, Series], tuple[int, byt
     return start, series, None if newest is None else (int(newest.step), newest.encoded_image_string)
 
 
-def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
-    """Write a run's scalars, steps and wall times kept, to one event file in ``out_dir``.
+def copy_scalars(run_dir: Path | str, out_dir: Path | str, tags: Collection[str] | None = None) -> Path:
+    """Write a run's scalars (those of ``tags`` only, if given), steps and wall times kept, to one
+    event file in ``out_dir``.
 
     A run's logs also hold painting grids, most of their size; a shipped agent keeps only the
     scalars, enough for ``spiral curves`` to redraw every curve.
@@ -142,8 +143,12 @@ def copy_scalars(run_dir: Path | str, out_dir: Path | str) -> Path:
     from tensorboardX import SummaryWriter
 
     start, scalars, _ = _read(run_dir)
+    if tags is not None and not set(tags) <= scalars.keys():
+        raise ValueError(f"{run_dir} has no scalars {sorted(set(tags) - scalars.keys())}")
     writer = SummaryWriter(str(out_dir))
     for tag, series in scalars.items():
+        if tags is not None and tag not in tags:
+            continue
         for step, wall, value in zip(series.steps, series.wall, series.values):
             writer.add_scalar(tag, float(value), int(step), walltime=start + float(wall))
     writer.close()

@@ -24,7 +24,7 @@ import numpy as np
 from envs import COMPONENTS, PaintConfig
 from envs.config import IN_ENV_REWARDS
 from spiral.datasets import DATASETS, FOLDER_PREFIX
-from spiral.policy import NetworkConfig
+from spiral.policy import PRECISIONS, NetworkConfig
 from spiral.rewards import L2_MODES, LEARNER_REWARD_MODES
 from spiral.shipped import package_dir
 
@@ -107,6 +107,10 @@ class TrainingSettings:
     # summed over the components, which holds what pretraining taught while a young discriminator
     # gives noisy rewards (SPIRAL++'s concern; RL from scratch collapses within 20k steps here).
     anchor_kl: float = 0.0
+    # The arithmetic of the learner's policy forward and backward: "float32", or "bfloat16" (autocast;
+    # where the CPU or GPU has bf16 arithmetic, which the learner checks when it starts). Env runners
+    # sample in float32 either way, so V-trace's importance ratios see the learner's rounding only.
+    precision: str = "float32"
 
 
 @dataclass
@@ -346,7 +350,7 @@ POSITIVE, NON_NEGATIVE, COUNT, FRACTION = Range(0, strict=True), Range(0), Range
 LIMITS: dict[str, Range | OneOf] = {
     "network.input_size": COUNT, "network.channels": COUNT, "network.res_blocks": NON_NEGATIVE,
     "network.hidden": COUNT, "network.embedding": COUNT, "network.fine_channels": NON_NEGATIVE,
-    "training.anchor_kl": NON_NEGATIVE,
+    "training.anchor_kl": NON_NEGATIVE, "training.precision": OneOf(PRECISIONS),
     "data.dataset": OneOf(DATASETS, FOLDER_PREFIX), "data.limit": COUNT,
     "reward.mode": OneOf(LEARNER_REWARD_MODES), "reward.discriminator_weight": NON_NEGATIVE,
     "reward.l2_weight": NON_NEGATIVE, "reward.stroke_penalty": NON_NEGATIVE, "reward.blank_penalty": NON_NEGATIVE,

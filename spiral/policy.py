@@ -26,12 +26,15 @@ from torch import nn
 
 SPATIAL = ("end", "control")
 MAP = 8  # side of the encoder's feature map, which the spatial heads start from
-# The memory layout of the spatial heads' convolutions. oneDNN runs them faster on channels-last
-# (NHWC) tensors on CPUs, most of all the last layer, whose single output channel is a slow case in
-# NCHW; results equal NCHW's up to rounding. (The stem and encoder gain nothing from it, and the
-# discriminator, which reads 3 or 6 channels, loses.) benchmarks/learner_step.py measures it
-# against torch.contiguous_format, the layout before.
+# The memory layout of the network's convolutions, from the stem on. oneDNN runs them faster on
+# channels-last (NHWC) tensors on CPUs, most of all the stem (9 or 10 input channels) and the spatial
+# heads' last layer (a single output channel), both slow cases in NCHW; results equal NCHW's up to
+# rounding (the discriminator, which reads 3 or 6 channels at 64 px, loses, and stays NCHW).
+# benchmarks/learner_step.py measures the network against its NCHW version before this (7806db5).
 CONV_MEMORY_FORMAT = torch.channels_last
+
+# The learner's arithmetic (``training.precision``): float32, or bfloat16 autocast (see ``autocast``).
+PRECISIONS = ("float32", "bfloat16")
 
 # Bounds on the size of a network, so that a network described by an untrusted file (an agent's
 # agent.json) is refused before its memory is asked for. The paper's network (spiral(), grid 32)
@@ -39,6 +42,29 @@ CONV_MEMORY_FORMAT = torch.channels_last
 MAX_PARAMETERS = 100_000_000  # parameters and buffers: 400 MB of float32
 MAX_FEATURE_MAP = 2**26  # channels x input_size**2: 256 MB of float32 per image for the stem's output
 MAX_RES_BLOCKS = 100  # each is a module to build: a million of them take minutes before any check
+
+
+def bfloat16_supported(device: torch.device) -> bool:
+    """Whether ``device`` has bf16 arithmetic: a GPU that supports it, a CPU with oneDNN's bf16 kernels
+    (AVX-512 BF16 or AMX); elsewhere bf16 autocast is emulated, and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The context for a training forward pass (its backward follows) in ``precision`` (``PRECISIONS``).
+
+    Under "bfloat16", convolutions, linear layers and the LSTM run in bf16 (about 1.6x on a CPU with
+    AMX); their outputs carry 8 bits of mantissa, so callers turn logits back to float32 before
+    log-probabilities. A device without bf16 arithmetic is refused, not silently slowed down.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if precision == "bfloat16" and not bfloat16_supported(device):
+        raise ValueError(f"training.precision='bfloat16' needs bf16 arithmetic, which this {device.type} lacks "
+                         "(CPUs: AVX-512 BF16 or AMX); train with training.precision='float32'.")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -151,7 +177,13 @@ class SpatialHead(nn.Module):
         x = self.decode[:-1](x)
         if self.size != self.grid:
             x = F.interpolate(x, size=(self.grid, self.grid), mode="bilinear", align_corners=False)
-        return self.decode[-1](torch.cat([x, fine], dim=1).contiguous(memory_format=CONV_MEMORY_FORMAT)).flatten(1)
+        # The last layer reads the decoded map and the fine map as one input of channels + fine_channels;
+        # a convolution is a sum over input channels, so it runs as two, without concatenating (and
+        # copying to channels-last) a full-resolution map of both for every step of the batch.
+        last = self.decode[-1]
+        weight_coarse, weight_fine = last.weight.split([self.channels, self.fine_channels], dim=1)
+        return (F.conv2d(x, weight_coarse, last.bias, padding=1)
+                + F.conv2d(fine, weight_fine, padding=1)).flatten(1)
 
 
 class PolicyNetwork(nn.Module):
@@ -212,10 +244,12 @@ class PolicyNetwork(nn.Module):
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, input_size, input_size) in [0, 1]."""
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[-2:] != (self.config.input_size,) * 2:
-            x = F.interpolate(x, size=(self.config.input_size,) * 2, mode="area")
-        return x
+        x, size = images.permute(0, 3, 1, 2).float() / 255.0, self.config.input_size
+        if x.shape[-2:] == (size, size):
+            return x
+        if x.shape[-2] % size == 0 and x.shape[-1] % size == 0:  # what "area" does then, faster
+            return F.avg_pool2d(x, (x.shape[-2] // size, x.shape[-1] // size))
+        return F.interpolate(x, size=(size, size), mode="area")
 
     def _pen_map(self, previous: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         """(N, 1, input_size, input_size): 1 on the grid cell the pen is in, from the previous action's end
@@ -246,7 +280,7 @@ class PolicyNetwork(nn.Module):
         previous = flat["prev_action"].long()
         if self.config.pen_map:
             pictures.append(self._pen_map(previous, flat["step"]))
-        x = self.stem(torch.cat(pictures, dim=1))
+        x = self.stem(torch.cat(pictures, dim=1).contiguous(memory_format=CONV_MEMORY_FORMAT))
         embedded = [embedding(previous[:, i]) for i, embedding in enumerate(self.prev_action_embeddings)]
         context = self.prev_action_mlp(torch.cat([*embedded, flat["step"].float().reshape(-1, 1)], dim=1))
         x = x + context[:, :, None, None]
@@ -273,7 +307,10 @@ class PolicyNetwork(nn.Module):
         flat = features.reshape(-1, features.shape[-1])
         end = hidden + channels * MAP * MAP
         z, spatial, chosen, logits = flat[:, :hidden], flat[:, hidden:end].view(-1, channels, MAP, MAP), [], []
-        fine = flat[:, end:].view(-1, self.config.fine_channels, self.grid, self.grid) if self.fine is not None else None
+        fine = None
+        if self.fine is not None:  # one copy to the heads' layout, which both spatial heads read
+            fine = flat[:, end:].view(-1, self.config.fine_channels, self.grid, self.grid)
+            fine = fine.contiguous(memory_format=CONV_MEMORY_FORMAT)
         if actions is not None:
             actions = actions.reshape(-1, actions.shape[-1])
         for i, (name, head) in enumerate(zip(self.names, self.heads)):

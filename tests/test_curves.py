@@ -145,3 +145,13 @@ def test_copying_the_scalars_keeps_every_point_and_drops_the_rest(resumed_run, t
         assert np.array_equal(copied[tag].steps, original[tag].steps)
         assert np.allclose(copied[tag].wall, original[tag].wall) and np.allclose(copied[tag].values, original[tag].values)
     assert len(event_files(copy)) == 1
+
+
+def test_copying_some_tags_keeps_only_those_and_names_a_missing_one(resumed_run, tmp_path):
+    original = read_scalars(resumed_run)
+    kept = sorted(original)[:1]
+    copied = read_scalars(copy_scalars(resumed_run, tmp_path / "some", tags=kept))
+    assert sorted(copied) == kept and np.array_equal(copied[kept[0]].values, original[kept[0]].values)
+    with pytest.raises(ValueError, match="has no scalars \\['eval/nothing'\\]"):
+        copy_scalars(resumed_run, tmp_path / "missing", tags=["eval/nothing"])
+    assert not (tmp_path / "missing").exists()

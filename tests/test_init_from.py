@@ -13,6 +13,7 @@ import torch
 
 from spiral.agent import load_agent, write_agent
 from spiral.experiment import Experiment
+from spiral.policy import bfloat16_supported
 from tests.conftest import export_untrained
 
 
@@ -268,3 +269,22 @@ def test_training_starts_from_the_agent_on_the_learner_and_the_env_runners(local
             assert_weights_equal(weights, moved)
     finally:
         resumed.stop()
+
+
+@pytest.mark.skipif(not bfloat16_supported(torch.device("cpu")), reason="this CPU has no bf16 arithmetic")
+def test_under_bfloat16_the_anchor_is_rounded_as_the_policy_is(pretrained):
+    """training.precision = "bfloat16": the anchor's logits go through the same rounding as the policy's,
+    so the KL penalty starts at exactly 0 rather than at the noise of bf16."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.columns import Columns
+
+    from spiral.rllib.algorithm import module_specs
+
+    experiment = smoke(f'training.init_from="{pretrained}"', "training.anchor_kl=0.1", 'training.precision="bfloat16"')
+    module = module_specs(experiment).rl_module_specs[DEFAULT_MODULE_ID].build()
+    batch = observations(experiment)
+    logits = module.forward_train(dict(batch))[Columns.ACTION_DIST_INPUTS]
+    assert logits.dtype == torch.float32
+    assert (module.net.divergences(logits, module.anchor_logits(batch)) == 0).all()
+    module.model_config["precision"] = "float32"
+    assert not torch.equal(module.forward_train(dict(batch))[Columns.ACTION_DIST_INPUTS], logits)  # it was bf16

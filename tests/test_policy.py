@@ -79,6 +79,60 @@ def test_the_channels_last_heads_give_the_logits_of_the_contiguous_layout(condit
     assert torch.allclose(net.teacher_forced_logits(features, actions), channels_last, atol=1e-5)
 
 
+def test_the_fine_maps_last_layer_is_the_convolution_of_both_maps_concatenated():
+    """The spatial head's last layer runs as two convolutions summed, one per input (no concatenation)."""
+    torch.manual_seed(0)
+    head = spiral.policy.SpatialHead(hidden=32, grid=16, channels=8, fine_channels=4)
+    z, spatial, fine = torch.randn(3, 32), torch.randn(3, 8, 8, 8), torch.randn(3, 4, 16, 16)
+    decoded = head.decode[:-1]((head.project(z).view(3, 8, 8, 8) + spatial))
+    concatenated = head.decode[-1](torch.cat([decoded, fine], dim=1)).flatten(1)
+    assert torch.allclose(head(z, spatial, fine), concatenated, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [64, 48, 20])
+def test_the_networks_resizing_is_area_interpolation(size):
+    """Pooling where the canvas is a multiple of the input size; torch's area resizing elsewhere."""
+    net = PolicyNetwork(("end",), (64,), 8, False, NetworkConfig(input_size=16))
+    images = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+    expected = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2).float() / 255, size=(16, 16), mode="area")
+    assert torch.allclose(net._images(images), expected, atol=1e-6)
+
+
+@pytest.mark.skipif(not spiral.policy.bfloat16_supported(torch.device("cpu")), reason="this CPU has no bf16 arithmetic")
+def test_the_learners_bfloat16_pass_returns_float32_close_to_float32s(conditional_env):
+    """training.precision = "bfloat16": the module's training pass runs under autocast and hands on float32
+    logits, whose log-probabilities stay within bf16's rounding of the float32 ones."""
+    module = SpiralPolicyModule(
+        observation_space=conditional_env.observation_space, action_space=conditional_env.action_space,
+        model_config={"action_names": list(conditional_env.codec.names), "action_nvec": conditional_env.codec.nvec.tolist(),
+                      "grid_size": conditional_env.config.grid_size, "conditional": True,
+                      "network": NetworkConfig(fine_channels=4, pen_map=True).to_dict()},
+    )
+    obs = observations(conditional_env, batch=4, steps=5)
+    state = {key: torch.as_tensor(np.stack([value] * 4)) for key, value in module.get_initial_state().items()}
+    features, _ = module.net.features(obs, (state["h"], state["c"]))
+    actions = module.net.sample(features)[0]
+    batch = {Columns.OBS: obs, Columns.STATE_IN: state, Columns.ACTIONS: actions}
+    float32 = module._forward_train(batch)
+    module.model_config["precision"] = "bfloat16"
+    bfloat16 = module._forward_train(batch)
+    assert all(value.dtype == torch.float32 for value in (bfloat16[Columns.ACTION_DIST_INPUTS],
+                                                          bfloat16[Columns.EMBEDDINGS], *bfloat16[Columns.STATE_OUT].values()))
+    logp = [module.net.log_prob(out[Columns.ACTION_DIST_INPUTS], actions) for out in (float32, bfloat16)]
+    assert not torch.equal(*logp) and (logp[0] - logp[1]).abs().max() < 0.2
+
+
+def test_a_precision_the_device_cannot_run_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        spiral.policy.autocast("float16", torch.device("cpu"))
+    # A CPU without AVX-512 BF16 or AMX (this machine may have them: the hardware query answers no).
+    monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)
+    with pytest.raises(ValueError, match="needs bf16 arithmetic, which this cpu lacks"):
+        spiral.policy.autocast("bfloat16", torch.device("cpu"))
+    with spiral.policy.autocast("float32", torch.device("cpu")):  # float32 needs nothing of the device
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+
+
 def test_later_heads_depend_on_earlier_choices(conditional_env):
     net = network(conditional_env)
     features, _ = net.features(observations(conditional_env, 1, 1), net.initial_state(1))

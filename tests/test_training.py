@@ -188,6 +188,26 @@ def test_appo_trains_with_the_same_rewards_and_discriminator(local_ray, tmp_path
     assert result["learners"]["default_policy"]["reward_mean"] != 0
 
 
+def test_a_bfloat16_learner_trains_where_the_cpu_has_bf16_and_is_refused_where_not(local_ray, tmp_path, monkeypatch):
+    import torch
+
+    import spiral.policy
+
+    experiment = smoke('training.precision="bfloat16"')
+    if spiral.policy.bfloat16_supported(torch.device("cpu")):
+        trainer = Trainer.start(experiment, tmp_path / "bf16")
+        try:
+            result = trainer.run(1, progress=False)
+        finally:
+            trainer.stop()
+        policy = result["learners"]["default_policy"]
+        assert np.isfinite(policy["total_loss"]) and policy["reward_mean"] != 0
+    # The learner is built in this process (num_learners=0): a CPU without bf16 is named before training.
+    monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)
+    with pytest.raises(Exception, match="needs bf16 arithmetic, which this cpu lacks"):
+        Trainer.start(experiment, tmp_path / "refused")
+
+
 def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
     import shutil
 

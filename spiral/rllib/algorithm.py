@@ -74,6 +74,7 @@ def module_specs(experiment: Experiment) -> MultiRLModuleSpec:
             "conditional": env.conditional,
             "network": experiment.network_config().to_dict(),
             "max_seq_len": paint.episode_length + 1,  # one whole episode per row
+            "precision": experiment.training.precision,
             # Absolute (the experiment resolves it): every learner and env runner loads it.
             **({} if init_from is None else {"init_from": str(Path(init_from) / "policy.pt"),
                                              "anchor": experiment.training.anchor_kl > 0}),

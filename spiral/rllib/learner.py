@@ -24,6 +24,7 @@ from ray.rllib.core.columns import Columns
 
 from spiral.discriminator import FakeReplay, replayed_loss
 from spiral.experiment import Experiment
+from spiral.policy import autocast
 from spiral.rewards import (
     DISCRIMINATOR_MODES,
     RunningScale,
@@ -56,6 +57,7 @@ class SpiralLearnerMixin:
         # Population-based training scales every entropy coefficient by this (spiral.rllib.pbt).
         self.entropy_scale = float(self.config.learner_config_dict.get("entropy_scale", 1.0))
         self.reward_scale = RunningScale()
+        autocast(self.experiment.training.precision, self._device)  # bf16 on a device without it: refused now
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         """The discriminator gets SPIRAL's Adam (beta1 0.5) and its own learning rate."""

@@ -17,7 +17,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from spiral.agent import load_weights
 from spiral.discriminator import Discriminator, to_input
-from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.policy import NetworkConfig, PolicyNetwork, autocast
 
 DISCRIMINATOR_ID = "discriminator"
 
@@ -30,8 +30,9 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     forcing on the stored actions: RLlib's ``TorchMultiCategorical`` over them then gives the
     exact autoregressive log-probability and per-head entropies.
 
-    ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``
-    and ``network`` (a ``NetworkConfig`` as a dict); ``init_from``, if set, is an agent's
+    ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``,
+    ``network`` (a ``NetworkConfig`` as a dict) and ``precision`` (the learner's, ``training.precision``;
+    sampling is float32); ``init_from``, if set, is an agent's
     ``policy.pt`` (a plain ``state_dict``: ``spiral.agent``) whose weights the network starts
     from, on learners and env runners alike (a restored checkpoint replaces them afterwards). With
     ``anchor`` too, a frozen copy of those weights, ``anchor_net``, stays beside the network for the
@@ -77,19 +78,28 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return self._act(batch, greedy=False)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        features, state_out = self._features(batch)
+        """The learner's pass, in ``training.precision``; what leaves it is float32 (log-probabilities,
+        values and V-trace are computed in float32 from the rounded logits and features)."""
+        with self._learner_precision():
+            features, state_out = self._features(batch)
+            logits = self.net.teacher_forced_logits(features, batch[Columns.ACTIONS])
         return {
-            Columns.ACTION_DIST_INPUTS: self.net.teacher_forced_logits(features, batch[Columns.ACTIONS]),
-            Columns.EMBEDDINGS: features,
-            Columns.STATE_OUT: state_out,
+            Columns.ACTION_DIST_INPUTS: logits.float(),
+            Columns.EMBEDDINGS: features.float(),
+            Columns.STATE_OUT: {key: value.float() for key, value in state_out.items()},
         }
 
+    def _learner_precision(self) -> torch.autocast:
+        """The learner's arithmetic (``training.precision``) for its passes over a batch."""
+        return autocast(self.model_config.get("precision", "float32"), self.net.coordinates.device)
+
     def anchor_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The frozen starting policy's logits for the batch's actions (teacher forced), without gradients."""
-        with torch.no_grad():
+        """The frozen starting policy's logits for the batch's actions (teacher forced), without gradients,
+        rounded as the policy's own are (so that the KL to it is 0 while the weights are equal)."""
+        with torch.no_grad(), self._learner_precision():
             state = batch[Columns.STATE_IN]
             features, _ = self.anchor_net.features(batch[Columns.OBS], (state["h"], state["c"]))
-            return self.anchor_net.teacher_forced_logits(features, batch[Columns.ACTIONS])
+            return self.anchor_net.teacher_forced_logits(features, batch[Columns.ACTIONS]).float()
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is None:
@@ -103,9 +113,11 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return [(self.net, self.target_net)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
-        state = batch[Columns.STATE_IN]
-        features, _ = self.target_net.features(batch[Columns.OBS], (state["h"], state["c"]))
-        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self.target_net.teacher_forced_logits(features, batch[Columns.ACTIONS])}
+        with self._learner_precision():
+            state = batch[Columns.STATE_IN]
+            features, _ = self.target_net.features(batch[Columns.OBS], (state["h"], state["c"]))
+            logits = self.target_net.teacher_forced_logits(features, batch[Columns.ACTIONS])
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: logits.float()}
 
     def _distribution_class(self):
         return TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.net.nvec))
