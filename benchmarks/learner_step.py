@@ -69,7 +69,8 @@ def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optim
     """One learner update; ``disc=None`` is an L2-reward run, whose learner does no discriminator work.
 
     The policy's pass runs in ``precision`` and hands float32 logits and values on, as
-    ``spiral.rllib.module.SpiralPolicyModule._forward_train`` does; the discriminator is float32.
+    ``PolicyNetwork.training_pass`` does for the learner (written out here, because the network
+    before, which this also times, has no such method); the discriminator is float32.
     """
     observation = {key: data[key] for key in ("canvas", "target", "prev_action", "step")}
     with autocast(precision, data["canvas"].device):

@@ -23,7 +23,7 @@ import torch
 from envs import PaintEnv, mse
 from spiral.discriminator import Discriminator, FakeReplay, replayed_loss
 from spiral.experiment import Experiment
-from spiral.policy import PolicyNetwork, autocast
+from spiral.policy import PolicyNetwork
 from spiral.rewards import (
     DISCRIMINATOR_MODES,
     RunningScale,
@@ -137,10 +137,8 @@ class PlainLoop:
             returns[:, t] = following = rewards[:, t] + training.gamma * following
 
         observation = {key: value for key, value in batch.items() if key != "actions"}
-        with autocast(training.precision, torch.device("cpu")):  # as RLlib's learner: float32 out
-            features, _ = policy.features(observation, policy.initial_state(episodes))
-            logits = policy.teacher_forced_logits(features, batch["actions"])
-        logits, features = logits.float(), features.float()
+        logits, features, _ = policy.training_pass(observation, policy.initial_state(episodes), batch["actions"],
+                                                   training.precision)
         values = policy.value(features)
         masked_mean = lambda x: (x * mask).sum() / mask.sum()
         entropy = (policy.entropies(logits) * self.entropy_weights).sum(-1)

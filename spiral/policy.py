@@ -332,6 +332,17 @@ class PolicyNetwork(nn.Module):
         actions, logits = self._autoregress(features, None, greedy, generator)
         return actions, self.log_prob(logits, actions), logits
 
+    def training_pass(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor],
+                      actions: torch.Tensor, precision: str = "float32"
+                      ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """A learner's pass over stored steps in ``precision`` (``autocast``): the teacher-forced logits,
+        the features and the new LSTM state, all returned in float32, so that log-probabilities, values
+        and V-trace are computed in float32 from what the pass rounded."""
+        with autocast(precision, self.coordinates.device):
+            features, (h, c) = self.features(observation, state)
+            logits = self.teacher_forced_logits(features, actions)
+        return logits.float(), features.float(), (h.float(), c.float())
+
     def teacher_forced_logits(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The logits each head gives when the earlier components are the ``actions`` taken."""
         return self._autoregress(features, actions, greedy=False)[1]

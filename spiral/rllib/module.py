@@ -17,7 +17,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from spiral.agent import load_weights
 from spiral.discriminator import Discriminator, to_input
-from spiral.policy import NetworkConfig, PolicyNetwork, autocast
+from spiral.policy import NetworkConfig, PolicyNetwork
 
 DISCRIMINATOR_ID = "discriminator"
 
@@ -78,28 +78,21 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return self._act(batch, greedy=False)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """The learner's pass, in ``training.precision``; what leaves it is float32 (log-probabilities,
-        values and V-trace are computed in float32 from the rounded logits and features)."""
-        with self._learner_precision():
-            features, state_out = self._features(batch)
-            logits = self.net.teacher_forced_logits(features, batch[Columns.ACTIONS])
-        return {
-            Columns.ACTION_DIST_INPUTS: logits.float(),
-            Columns.EMBEDDINGS: features.float(),
-            Columns.STATE_OUT: {key: value.float() for key, value in state_out.items()},
-        }
+        logits, features, (h, c) = self._training_pass(self.net, batch)
+        return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: features, Columns.STATE_OUT: {"h": h, "c": c}}
 
-    def _learner_precision(self) -> torch.autocast:
-        """The learner's arithmetic (``training.precision``) for its passes over a batch."""
-        return autocast(self.model_config.get("precision", "float32"), self.net.coordinates.device)
+    def _training_pass(self, net: PolicyNetwork, batch: dict[str, Any]
+                       ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``net``'s teacher-forced pass over the batch in the learner's precision (``training.precision``)."""
+        state = batch[Columns.STATE_IN]
+        return net.training_pass(batch[Columns.OBS], (state["h"], state["c"]), batch[Columns.ACTIONS],
+                                 self.model_config.get("precision", "float32"))
 
     def anchor_logits(self, batch: dict[str, Any]) -> torch.Tensor:
         """The frozen starting policy's logits for the batch's actions (teacher forced), without gradients,
         rounded as the policy's own are (so that the KL to it is 0 while the weights are equal)."""
-        with torch.no_grad(), self._learner_precision():
-            state = batch[Columns.STATE_IN]
-            features, _ = self.anchor_net.features(batch[Columns.OBS], (state["h"], state["c"]))
-            return self.anchor_net.teacher_forced_logits(features, batch[Columns.ACTIONS]).float()
+        with torch.no_grad():
+            return self._training_pass(self.anchor_net, batch)[0]
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
         if embeddings is None:
@@ -113,11 +106,7 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return [(self.net, self.target_net)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
-        with self._learner_precision():
-            state = batch[Columns.STATE_IN]
-            features, _ = self.target_net.features(batch[Columns.OBS], (state["h"], state["c"]))
-            logits = self.target_net.teacher_forced_logits(features, batch[Columns.ACTIONS])
-        return {TARGET_NETWORK_ACTION_DIST_INPUTS: logits.float()}
+        return {TARGET_NETWORK_ACTION_DIST_INPUTS: self._training_pass(self.target_net, batch)[0]}
 
     def _distribution_class(self):
         return TorchMultiCategorical.get_partial_dist_cls(input_lens=list(self.net.nvec))
