@@ -267,7 +267,7 @@ def programs(args: argparse.Namespace) -> None:
     from spiral.programs import generate_programs
 
     summary = generate_programs(args.agent, args.dataset, args.out, count=args.count, split=args.split,
-                                greedy=args.greedy, seed=args.seed)
+                                greedy=args.greedy, seed=args.seed, workers=args.workers)
     print(summary.line())
 
 
@@ -363,6 +363,8 @@ def _add_programs_command(commands) -> None:
                          help="take the likeliest action at each step (the default)")
     actions.add_argument("--sample", dest="greedy", action="store_false", help="sample the actions (seeded)")
     programs_cmd.add_argument("--seed", type=_at_least(0), default=0, help="seeds the sampling, per image (0)")
+    programs_cmd.add_argument("--workers", type=_positive(int), default=1,
+                              help="paint in this many processes, one core each (1): the same programs, sooner")
     programs_cmd.set_defaults(run=programs)
 
 

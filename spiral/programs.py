@@ -40,7 +40,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -269,7 +271,8 @@ class Summary:
 
 
 def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, count: int | None = None,
-                      split: str = "train", greedy: bool = True, seed: int = 0, progress: bool = True) -> Summary:
+                      split: str = "train", greedy: bool = True, seed: int = 0, workers: int = 1,
+                      progress: bool = True) -> Summary:
     """Paint the first ``count`` images (None: all) of ``dataset``'s ``split`` with the agent in
     ``agent_folder``, appending one program a line to the JSONL file ``out``.
 
@@ -277,7 +280,8 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     and polarity (its manifest's ``data``). ``greedy`` takes the likeliest action at every step,
     otherwise actions are sampled with ``image_seed(seed, index)``. Indices already in ``out`` are
     skipped (a rerun resumes); a file whose header asks for other settings is refused. Everything
-    that can be refused (agent, dataset, count, split) is, before ``out`` is touched.
+    that can be refused (agent, dataset, count, split) is, before ``out`` is touched. ``workers`` > 1
+    paints in that many processes, one torch thread each; the lines are the same, in the order they finish.
     """
     from tqdm import tqdm
 
@@ -287,6 +291,8 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
         raise ValueError(f"split must be {' or '.join(SPLITS)}, got {split!r}.")
     if not _is_int(seed, 0) or seed > MAX_SEED:
         raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+    if not _is_int(workers, 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}.")
     agent = load_agent(agent_folder)
     if not agent.conditional:
         raise ValueError(f"{agent_folder} paints from scratch (an unconditional agent): programs of a dataset are "
@@ -300,13 +306,10 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     start, total_mse = time.perf_counter(), sum(done.values())  # a running sum: the bar's mean costs O(1) a line
     bar = tqdm(total=count, initial=count - len(todo), desc="programs", unit="img", disable=not progress)
     with open(out, "a", encoding="utf-8") as file, bar, one_torch_thread():
-        for index in todo:
-            target = np.ascontiguousarray(targets[index])
-            episode = agent.paint(target, seed=image_seed(seed, index), greedy=greedy)
-            record = PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
+        for record in _paint_all(agent, targets, todo, greedy, seed, workers):
             file.write(record.to_json() + "\n")
             file.flush()
-            done[index] = record.mse
+            done[record.index] = record.mse
             total_mse += record.mse
             bar.update()
             bar.set_postfix(mse=f"{total_mse / len(done):.4f}")
@@ -315,6 +318,38 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     blank_mse = np.mean([float(mse(blank, target)) for target in targets])  # one by one: mse works in float64
     return Summary(out, len(done), len(todo), count, float(np.mean([done[index] for index in range(count)])),
                    float(blank_mse), elapsed)
+
+
+def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], greedy: bool, seed: int,
+               workers: int) -> Iterator[PaintedProgram]:
+    """The paintings of the images ``todo``, as they finish: here, or in a pool of ``workers`` processes.
+
+    A painting depends only on its image, the weights and ``image_seed(seed, index)``, so the pool's
+    lines are those this process would write. Fork where there is one (as the demonstrations' pool):
+    each worker gets the agent without a copy through a pipe and sets one torch thread before painting.
+    """
+    jobs = ((index, np.ascontiguousarray(targets[index])) for index in todo)
+    if workers == 1 or len(todo) <= 1:
+        _start_worker(agent, greedy, seed)
+        yield from map(_paint_one, jobs)
+        return
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(min(workers, len(todo)), _start_worker, (agent, greedy, seed)) as pool:
+        yield from pool.imap_unordered(_paint_one, jobs, chunksize=4)
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(agent: Agent, greedy: bool, seed: int) -> None:
+    torch.set_num_threads(1)
+    _worker.update(agent=agent, greedy=greedy, seed=seed)
+
+
+def _paint_one(job: tuple[int, np.ndarray]) -> PaintedProgram:
+    index, target = job
+    episode = _worker["agent"].paint(target, seed=image_seed(_worker["seed"], index), greedy=_worker["greedy"])
+    return PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
 
 
 def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:

@@ -88,6 +88,21 @@ def test_a_rerun_resumes_after_a_line_cut_short(tmp_path):
     assert generate_programs(L2_AGENT, "mnist", out, count=2, progress=False).new == 0
 
 
+def test_workers_paint_the_programs_one_process_paints(tmp_path):
+    one, pool = tmp_path / "one.jsonl", tmp_path / "pool.jsonl"
+    generate_programs(L2_AGENT, "mnist", one, count=6, greedy=False, seed=3, progress=False)
+    summary = generate_programs(L2_AGENT, "mnist", pool, count=6, greedy=False, seed=3, workers=2, progress=False)
+    assert (summary.total, summary.new) == (6, 6)
+    assert pool.read_text().splitlines()[0] == one.read_text().splitlines()[0]  # the same header
+
+    def lines(path):
+        return {record.index: record.to_json() for record in read_programs(path).records}
+
+    assert lines(pool) == lines(one)  # bit for bit, whichever worker painted which image
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        generate_programs(L2_AGENT, "mnist", tmp_path / "none.jsonl", count=1, workers=0, progress=False)
+
+
 def test_a_file_of_other_settings_is_refused_untouched(tmp_path):
     out = tmp_path / "programs.jsonl"
     generate_programs(L2_AGENT, "mnist", out, count=1, progress=False)
@@ -150,7 +165,7 @@ def test_a_corrupt_line_is_named(tmp_path, line, message):
 def test_the_command_writes_the_file_and_refuses_bad_input_in_one_line(tmp_path, capsys):
     out = tmp_path / "programs.jsonl"
     main(["programs", "--agent", str(L2_AGENT), "--dataset", "mnist", "--out", str(out), "--count", "2",
-          "--sample", "--seed", "3"])
+          "--sample", "--seed", "3", "--workers", "2"])
     assert "2 programs in" in capsys.readouterr().out and read_programs(out).header["paint"]["greedy"] is False
 
     folder = tmp_path / "images"
