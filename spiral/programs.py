@@ -326,30 +326,35 @@ def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], greedy: bool,
 
     A painting depends only on its image, the weights and ``image_seed(seed, index)``, so the pool's
     lines are those this process would write. Fork where there is one (as the demonstrations' pool):
-    each worker gets the agent without a copy through a pipe and sets one torch thread before painting.
+    the workers inherit the agent, and with one torch thread each they never enter an OpenMP parallel
+    region, the thing a forked torch must not do.
     """
     jobs = ((index, np.ascontiguousarray(targets[index])) for index in todo)
     if workers == 1 or len(todo) <= 1:
-        _start_worker(agent, greedy, seed)
-        yield from map(_paint_one, jobs)
+        yield from (_paint(agent, greedy, seed, job) for job in jobs)
         return
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     with context.Pool(min(workers, len(todo)), _start_worker, (agent, greedy, seed)) as pool:
-        yield from pool.imap_unordered(_paint_one, jobs, chunksize=4)
+        yield from pool.imap_unordered(_paint_in_worker, jobs, chunksize=4)
 
 
-_worker: dict[str, Any] = {}
+def _paint(agent: Agent, greedy: bool, seed: int, job: tuple[int, np.ndarray]) -> PaintedProgram:
+    index, target = job
+    episode = agent.paint(target, seed=image_seed(seed, index), greedy=greedy)
+    return PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
+
+
+_worker: tuple[Agent, bool, int] | tuple[()] = ()  # a pool worker's (agent, greedy, seed)
 
 
 def _start_worker(agent: Agent, greedy: bool, seed: int) -> None:
+    global _worker
     torch.set_num_threads(1)
-    _worker.update(agent=agent, greedy=greedy, seed=seed)
+    _worker = (agent, greedy, seed)
 
 
-def _paint_one(job: tuple[int, np.ndarray]) -> PaintedProgram:
-    index, target = job
-    episode = _worker["agent"].paint(target, seed=image_seed(_worker["seed"], index), greedy=_worker["greedy"])
-    return PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
+def _paint_in_worker(job: tuple[int, np.ndarray]) -> PaintedProgram:
+    return _paint(*_worker, job)
 
 
 def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
