@@ -33,10 +33,10 @@ def cached_agent(source: str):
 
 
 @st.cache_data(max_entries=64, show_spinner="Painting...")
-def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool) -> dict:
+def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool, temperature: float) -> dict:
     """One painting, as plain data Streamlit can cache: the program, the frames, the score."""
     target = None if target_png is None else np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
-    episode = cached_agent(source).paint(target, seed=seed, greedy=greedy)
+    episode = cached_agent(source).paint(target, seed=seed, greedy=greedy, temperature=temperature)
     return {"program": episode.program.to_json(), "frames": episode.frames, "target": episode.target,
             "l2": episode.l2}
 
@@ -191,6 +191,10 @@ def score_caption(episode: dict, how: str) -> str:
 def paint_page(source: str) -> None:
     seed = st.sidebar.number_input("Seed", 0, 10**6, 0, key="seed")
     greedy = st.sidebar.toggle("Greedy (most likely strokes)", key="greedy")
+    temperature = 1.0 if greedy else st.sidebar.slider(
+        "Temperature", 0.5, 1.5, 1.0, 0.05, key="temperature",
+        help="1 samples the strokes as the agent learned them; lower is likelier and less varied, higher wilder.")
+    sampled = "" if temperature == 1 else f", temperature {temperature:g}"
     if source == AUTOMATIC or cached_agent(source).conditional:
         st.subheader("Reconstruct")
         upload = read_upload()
@@ -206,10 +210,10 @@ def paint_page(source: str) -> None:
         target, origin = choose_target(agent, upload)
         if target is None:
             return
-        episode = cached_episode(source, png_bytes(target), int(seed), greedy)
+        episode = cached_episode(source, png_bytes(target), int(seed), greedy, temperature)
         columns = st.columns(2)
         columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
-        caption = score_caption(episode, "greedy" if greedy else f"seed {seed}")
+        caption = score_caption(episode, "greedy" if greedy else f"seed {seed}{sampled}")
         columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=caption, width=DISPLAY)
         st.caption("L2 is the mean squared error to the target per pixel and colour channel, 0 to 1: lower is better.")
     else:
@@ -220,20 +224,20 @@ def paint_page(source: str) -> None:
             seeds = [int(seed)]
         else:
             seeds = [int(seed) + i for i in range(st.slider("Samples", 1, 16, 8, key="samples"))]
-        samples = {sample_seed: cached_episode(source, None, sample_seed, greedy) for sample_seed in seeds}
+        samples = {sample_seed: cached_episode(source, None, sample_seed, greedy, temperature) for sample_seed in seeds}
         for column, (sample_seed, sample) in zip(st.columns(min(len(seeds), 8)) * 2, samples.items()):
             column.image(png_bytes(enlarge(sample["frames"][-1], 96)),
-                         caption="greedy" if greedy else f"seed {sample_seed}")
+                         caption="greedy" if greedy else f"seed {sample_seed}{sampled}")
         # The seeds themselves are the options: a new seed gives a new list, never a stale label.
         chosen = st.selectbox("Replay sample", seeds, format_func=lambda s: f"seed {s}", key="pick")
         episode = samples[chosen]
         target = None
     st.subheader("Replay")
     show_replay(episode, "main")
-    compare(source, target, int(seed), greedy)
+    compare(source, target, int(seed), greedy, temperature)
 
 
-def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> None:
+def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, temperature: float) -> None:
     """The same target painted by a second agent, side by side."""
     with st.expander("Compare with another agent") as place:
         # Offer first the next agent of the same kind: one that reconstructs too, or paints from scratch too.
@@ -249,7 +253,7 @@ def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool) -> 
         target_png = None if target is None else png_bytes(target)
         columns = st.columns(2)
         for column, agent_source in zip(columns, (source, other)):
-            episode = cached_episode(agent_source, target_png, seed, greedy)
+            episode = cached_episode(agent_source, target_png, seed, greedy, temperature)
             score = "" if episode["l2"] is None else f": L2 {episode['l2']:.4f}"
             column.image(png_bytes(enlarge(episode["frames"][-1])), caption=f"{short_name(agent_source)}{score}",
                          width=DISPLAY)

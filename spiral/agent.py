@@ -13,6 +13,7 @@ An exported agent is a folder of plain files that anyone can inspect:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,8 +84,13 @@ class Agent:
 
     @torch.no_grad()
     def paint(self, target: np.ndarray | Image.Image | None = None, seed: int | None = None,
-              greedy: bool = False) -> Episode:
-        """Paint one episode; conditional agents need a ``target`` (any size: it is resized)."""
+              greedy: bool = False, temperature: float = 1.0) -> Episode:
+        """Paint one episode; conditional agents need a ``target`` (any size: it is resized).
+
+        ``greedy`` takes each head's likeliest choice; otherwise the strokes are sampled at
+        ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``).
+        """
+        check_temperature(temperature)
         if self.conditional and target is None:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")
         if not self.conditional and target is not None:
@@ -102,7 +108,7 @@ class Agent:
             while not terminated:
                 batch = {key: torch.as_tensor(value)[None, None] for key, value in observation.items()}
                 features, state = self.policy.features(batch, state)
-                action = self.policy.sample(features, greedy=greedy, generator=generator)[0][0, 0].numpy()
+                action = self.policy.sample(features, greedy, generator, temperature)[0][0, 0].numpy()
                 observation, _, terminated, _, _ = env.step(action)
                 frames.append(observation["canvas"])
                 actions.append(action.tolist())
@@ -110,6 +116,14 @@ class Agent:
             return Episode(env.program, frames, prepared, l2, actions)
         finally:
             env.close()
+
+
+def check_temperature(temperature: float) -> None:
+    """Refuse a sampling temperature that is not a finite number > 0 (0 would be greedy: say so)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"The sampling temperature must be a finite number > 0 (greedy is its limit at 0), "
+                         f"got {temperature!r}.")
 
 
 @contextmanager

@@ -342,13 +342,13 @@ def evaluate_samples(classifier: Classifier, samples: np.ndarray, real: np.ndarr
 
 
 def evaluate_generator(agent: Agent, classifier: Classifier, real_test_images: np.ndarray, samples: int,
-                       greedy: bool = False) -> SampleReport:
-    """Paint ``samples`` images with the agent (seeds 0 to samples - 1) and judge them.
+                       greedy: bool = False, temperature: float = 1.0) -> SampleReport:
+    """Paint ``samples`` images with the agent (seeds 0 to samples - 1, at ``temperature``) and judge them.
 
     An agent trained with ``data.invert`` paints black on white; its canvases are flipped back
     to the classifier's white on black, so pass the real images as the dataset has them.
     """
-    canvases = np.stack([agent.paint(seed=seed, greedy=greedy).canvas
+    canvases = np.stack([agent.paint(seed=seed, greedy=greedy, temperature=temperature).canvas
                          for seed in tqdm(range(samples), desc="painting samples")])
     if agent.manifest.data.invert:
         canvases = 255 - canvases

@@ -55,9 +55,11 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
     return score(name, errors, time.perf_counter() - start)
 
 
-def agent_score(agent: Agent, targets: np.ndarray, greedy: bool) -> Score:
-    return _timed("agent (greedy)" if greedy else "agent (sampled)", targets,
-                  lambda i, target: agent.paint(target, seed=i, greedy=greedy).canvas)
+def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float = 1.0) -> Score:
+    name = ("agent (greedy)" if greedy else "agent (sampled)" if temperature == 1
+            else f"agent (sampled at temperature {temperature:g})")
+    return _timed(name, targets, lambda i, target: agent.paint(target, seed=i, greedy=greedy,
+                                                               temperature=temperature).canvas)
 
 
 def blank_score(config: PaintConfig, targets: np.ndarray) -> Score:
@@ -103,13 +105,15 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
     return _timed(f"teacher search ({settings.bank} aimed strokes, {settings.refine} climbs)", targets, paint)
 
 
-def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200) -> list[Score]:
-    """The agent (sampled and greedy) and the baselines, on the same targets; ``bank=0`` skips the searches.
+def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float = 1.0) -> list[Score]:
+    """The agent (sampled at ``temperature``, and greedy) and the baselines, on the same targets; ``bank=0``
+    skips the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
     agents trained with one preset can share one measurement of it.
     """
     config = agent.paint_config
-    scores = [agent_score(agent, targets, greedy=False), agent_score(agent, targets, greedy=True),
+    scores = [agent_score(agent, targets, greedy=False, temperature=temperature),
+              agent_score(agent, targets, greedy=True),
               blank_score(config, targets), random_score(config, targets)]
     return scores + [search_score(config, targets, bank), teacher_score(config, targets)] if bank else scores

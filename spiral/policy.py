@@ -63,7 +63,8 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     if precision == "bfloat16" and not bfloat16_supported(device):
         raise ValueError(f"training.precision='bfloat16' needs bf16 arithmetic, which this {device.type} lacks "
-                         "(CPUs: AVX-512 BF16 or AMX); train with training.precision='float32'.")
+                         "(CPUs: AVX-512 BF16 or AMX); train in float32 (training.precision='float32', "
+                         "spiral pretrain --precision float32).")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
@@ -301,7 +302,8 @@ class PolicyNetwork(nn.Module):
         return self.value_head(features[..., :self.config.hidden]).squeeze(-1)
 
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None = None, temperature: float = 1.0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Walk the heads in order; sample (or take ``actions``) and condition on each choice."""
         leading, hidden, channels = features.shape[:-1], self.config.hidden, self.config.channels
         flat = features.reshape(-1, features.shape[-1])
@@ -320,16 +322,22 @@ class PolicyNetwork(nn.Module):
             elif greedy:
                 choice = component_logits.argmax(-1)
             else:
-                choice = torch.multinomial(component_logits.softmax(-1), 1, generator=generator).squeeze(-1)
+                # Dividing by 1.0 is exact: at the default temperature a seed samples what it always has.
+                probabilities = (component_logits / temperature).softmax(-1)
+                choice = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
             logits.append(component_logits)
             chosen.append(choice)
             z = z + self.condition[i](torch.cat([z, self.chosen_embeddings[i](choice)], dim=-1))
         return torch.stack(chosen, dim=-1).view(*leading, -1), torch.cat(logits, dim=-1).view(*leading, -1)
 
-    def sample(self, features: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Actions (..., components), their log-probabilities (...) and the logits behind them."""
-        actions, logits = self._autoregress(features, None, greedy, generator)
+    def sample(self, features: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actions (..., components), their log-probabilities (...) and the logits behind them.
+
+        ``temperature`` below 1 sharpens each head's distribution before sampling (Sketch-RNN's knob:
+        likelier, less varied strokes); the log-probabilities and logits stay the policy's own.
+        """
+        actions, logits = self._autoregress(features, None, greedy, generator, temperature)
         return actions, self.log_prob(logits, actions), logits
 
     def training_pass(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor],

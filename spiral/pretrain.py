@@ -29,8 +29,9 @@ A run folder holds:
                        --x wall`` sets the stages side by side
 =====================  ==========================================================================
 
-Replayed episodes are cached in memory as uint8 canvases: episode_length x canvas pixels each
-(15 x 64 x 64 x 3 bytes, 184 kB, for ``mnist-pen``; 1,000 demonstrations take 184 MB).
+Replayed episodes are cached in memory as uint8 canvases: episode_length x canvas pixels each, one
+channel where the canvas is grey (15 x 64 x 64 bytes, 61 kB, for ``mnist-pen``: 60,000 programs
+take 3.7 GB) and three in colour (184 kB for ``photos-paint``).
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ from envs.storage import FileFormat, write_file, write_folder
 from spiral.agent import load_agent, load_weights, write_agent
 from spiral.demonstrations import Demonstrations, read_demonstrations
 from spiral.manifest import AgentManifest, TrainingRecord
-from spiral.policy import PolicyNetwork, check_network_size
+from spiral.policy import PRECISIONS, PolicyNetwork, autocast, check_network_size
 from spiral.programs import PROGRAMS_FORMAT, read_programs
 
 EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2
 RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
 STATE_FORMAT = FileFormat("spiral-pretrain-checkpoint", 1, "spiral pretraining checkpoint")
+RESUMABLE = ("lr", "precision")  # the settings a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class PretrainSettings:
     checkpoint_minutes: float = 3.0
     eval_every: int = 10  # steps between held-out NLL measurements
     eval_paintings: int = 32  # held-out images the policy paints, greedy, at each checkpoint
+    precision: str = "float32"  # the training pass's (policy.autocast); "bfloat16": about 1.7x the steps on AMX CPUs
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +86,8 @@ class PretrainSettings:
                 problems.append(f"{name} must be a finite number > 0, got {value!r}")
         if isinstance(self.held_out, bool) or not isinstance(self.held_out, (int, float)) or not 0 <= self.held_out < 1:
             problems.append(f"held_out must be a fraction in [0, 1), got {self.held_out!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if problems:
             raise ValueError("Invalid pretraining settings: " + "; ".join(problems) + ".")
 
@@ -91,7 +96,7 @@ class PretrainSettings:
 class Episodes:
     """Replayed demonstrations as tensors: what the policy saw at each step and what it should do."""
 
-    canvases: torch.Tensor  # (N, T, H, W, 3) uint8: the canvas before each step
+    canvases: torch.Tensor  # (N, T, H, W, 3 or 1 where grey) uint8: the canvas before each step
     targets: torch.Tensor  # (N, H, W, 3) uint8
     actions: torch.Tensor  # (N, T, C) int64: the actions painted
     labels: torch.Tensor  # (N, T, C) int64: the actions to imitate (the painted ones, or a correction's labels)
@@ -102,6 +107,8 @@ class Episodes:
 
     @staticmethod
     def concatenate(parts: list[Episodes]) -> Episodes:
+        if len(parts) == 1:  # a copy of gigabytes of canvases for nothing
+            return parts[0]
         return Episodes(*(torch.cat([getattr(part, name) for part in parts]) for name in
                           ("canvases", "targets", "actions", "labels")),
                         np.concatenate([part.final_mse for part in parts]))
@@ -114,8 +121,9 @@ class Episodes:
         actions = self.actions[rows]
         batch, steps = actions.shape[:2]
         previous = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
+        canvases = self.canvases[rows]
         observation = {
-            "canvas": self.canvases[rows],
+            "canvas": canvases.expand(*canvases.shape[:-1], 3),  # grey canvases are stored as one channel
             "step": (torch.arange(steps, dtype=torch.float32) / steps).view(1, steps, 1).expand(batch, -1, -1),
             "prev_action": previous,
         }
@@ -127,35 +135,48 @@ class Episodes:
 def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray],
            labels: list[np.ndarray] | None = None) -> Episodes:
     """Replay each action sequence through ``PaintEnv`` on its target, keeping every observation; ``labels``
-    are the actions to imitate where they are not the ones painted."""
+    are the actions to imitate where they are not the ones painted.
+
+    The observations fill one array allocated up front (stacking a list of episodes held them twice:
+    60,000 programs peaked at 23 GB), with one channel where every colour the canvas can take is a
+    grey (``grey_canvases``): a third of the memory, 3.7 GB for those programs.
+    """
+    painted = torch.from_numpy(np.stack(actions).astype(np.int64))
+    channels = 1 if grey_canvases(config) else 3
+    canvases = np.empty((*painted.shape[:2], *config.canvas_size, channels), np.uint8)
     env = PaintEnv(config, target_source=targets[:1])
     try:
-        canvases, finals = [], []
-        for target, episode in zip(targets, actions):
+        finals = []
+        for target, episode, frames in zip(targets, actions, canvases):
             observation, _ = env.reset(seed=0, options={"target": target})
-            frames = []
-            for action in episode:
-                frames.append(observation["canvas"])
+            for action, frame in zip(episode, frames):
+                frame[:] = observation["canvas"][..., :channels]
+                if channels == 1 and not (observation["canvas"] == frame).all():
+                    raise RuntimeError(f"{config.brush} painted colour on a grey canvas: grey_canvases is wrong.")
                 observation = env.step(action)[0]
-            canvases.append(np.stack(frames))
             finals.append(env.l2())
     finally:
         env.close()
-    painted = torch.from_numpy(np.stack(actions).astype(np.int64))
     imitated = painted if labels is None else torch.from_numpy(np.stack(labels).astype(np.int64))
-    return Episodes(torch.from_numpy(np.stack(canvases)), torch.from_numpy(np.ascontiguousarray(targets)), painted,
+    return Episodes(torch.from_numpy(canvases), torch.from_numpy(np.ascontiguousarray(targets)), painted,
                     imitated, np.asarray(finals))
 
 
-def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+def grey_canvases(config: PaintConfig) -> bool:
+    """Whether every canvas of ``config`` is grey: no colour choice, and a grey paint on a grey ground (libmypaint
+    blends the channels alike, so every mix of the two is grey too)."""
+    return not config.use_color and all(len(set(colour)) == 1 for colour in (config.background, config.fixed_color))
+
+
+def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: torch.Tensor,
+        precision: str = "float32") -> torch.Tensor:
     """Per-component negative log-likelihood of the demonstrated actions, mean over steps: (components,).
 
     Teacher forcing: the LSTM reads the whole episode from ``initial_state`` and each head is
-    conditioned on the demonstrated earlier components. The sum over components is
-    ``-policy.log_prob(logits, actions).mean()``.
+    conditioned on the demonstrated earlier components, in ``precision`` (``PolicyNetwork.training_pass``;
+    the cross-entropy is float32 either way). The sum over components is ``-policy.log_prob(logits, actions).mean()``.
     """
-    features, _ = policy.features(observation, policy.initial_state(len(actions)))
-    logits = policy.teacher_forced_logits(features, actions)
+    logits = policy.training_pass(observation, policy.initial_state(len(actions)), actions, precision)[0]
     return torch.stack([F.cross_entropy(part.reshape(-1, part.shape[-1]), actions[..., i].reshape(-1))
                         for i, part in enumerate(policy.split(logits))])
 
@@ -164,20 +185,24 @@ class Pretrainer:
     """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
 
     def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True,
-                 corrections: list[str | Path] = (), lr: float | None = None):
+                 corrections: list[str | Path] = (), **changes: Any):
         """Continue the run in ``run_dir``; ``demos_path`` points to its demonstrations where they moved,
         ``corrections`` adds corrections files (``spiral demos --student``) to learn from from now on, and
-        ``lr`` changes the learning rate from now on (a last stage at a lower rate settles the weights
-        that a constant rate keeps stirring), recorded in the run's settings."""
+        ``changes`` sets ``RESUMABLE`` settings from now on, recorded in the run's settings: a lower ``lr``
+        for a last stage settles the weights that a constant rate keeps stirring; ``precision`` trades
+        rounding for steps."""
         self.run_dir = Path(run_dir)
         run_file = self.run_dir / "pretrain.json"
         if not run_file.is_file():
             raise ValueError(f"{self.run_dir} is not a pretraining run: it has no pretrain.json.")
+        if fixed := sorted(set(changes) - set(RESUMABLE)):
+            raise ValueError(f"A resumed run keeps its {', '.join(fixed)}: only {', '.join(RESUMABLE)} can change.")
         self.record = RUN_FORMAT.read(run_file)
         self.settings = PretrainSettings(**self.record["settings"])
-        if lr is not None and lr != self.settings.lr:
-            self.settings = replace(self.settings, lr=lr)  # validated before it is recorded
+        if changes := {key: value for key, value in changes.items() if value is not None}:
+            self.settings = replace(self.settings, **changes)  # validated before it is recorded
             self._record(settings=asdict(self.settings))
+        autocast(self.settings.precision, torch.device("cpu"))  # refuses bfloat16 where this CPU lacks it, now
         self.progress = progress
         self.demos = read_imitated(demos_path or self.record["demonstrations"])
         if self.demos.student is not None:
@@ -264,6 +289,7 @@ class Pretrainer:
         if len(demos.demos) < 1:
             raise ValueError(f"{demos.path} holds no demonstrations yet: make some with `spiral demos`.")
         demos.experiment().with_overrides(list(network_overrides))  # refuse what cannot be built before writing
+        autocast(settings.precision, torch.device("cpu"))
         order = np.random.default_rng(settings.seed).permutation(len(demos.demos))
         total = len(demos.demos)
         count = min(max(round(settings.held_out * total), 1 if settings.held_out > 0 else 0), total - 1)
@@ -307,7 +333,7 @@ class Pretrainer:
             while time.monotonic() < deadline and (steps is None or done < steps):
                 started = time.perf_counter()
                 rows = self.train_rows[self.sampler.integers(len(self.train_rows), size=settings.batch)]
-                parts = nll(policy, *self.episodes.batch(rows, self.conditional))
+                parts = nll(policy, *self.episodes.batch(rows, self.conditional), settings.precision)
                 loss = parts.sum()
                 self.optimizer.zero_grad()
                 loss.backward()

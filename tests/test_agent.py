@@ -16,6 +16,7 @@ from spiral.experiment import DataSettings
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.policy import NetworkConfig
+from spiral.shipped import AGENTS_DIR, GENERATION_AGENT
 from tests.conftest import EXPLOIT_MARKER, damaged_folders
 
 TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
@@ -40,6 +41,18 @@ def test_an_exported_agent_paints_a_target_of_any_size_reproducibly(exported):
     assert (Program.from_json(first.program.to_json()).render() == first.canvas).all()
     greedy = [agent.paint(target, seed=seed, greedy=True).actions for seed in (1, 2)]
     assert greedy[0] == greedy[1]
+
+
+def test_a_temperature_of_one_samples_the_policy_and_near_zero_is_greedy():
+    agent = load_agent(AGENTS_DIR / GENERATION_AGENT)
+    default = [agent.paint(seed=seed).actions for seed in range(3)]
+    assert [agent.paint(seed=seed, temperature=1.0).actions for seed in range(3)] == default  # bit for bit
+    greedy = agent.paint(greedy=True).actions
+    assert all(agent.paint(seed=seed, temperature=1e-3).actions == greedy for seed in range(3))
+    assert [agent.paint(seed=seed, temperature=2.0).actions for seed in range(3)] != default
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            agent.paint(seed=0, temperature=bad)
 
 
 def test_conditional_agents_need_a_target_and_unconditional_ones_refuse_one(exported):

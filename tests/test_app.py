@@ -204,6 +204,20 @@ def test_generated_samples_are_labelled_by_the_current_seed_and_greedy_paints_on
     assert captions.count("greedy") == 1 and not any(caption.startswith("seed ") for caption in captions)
 
 
+def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
+    app = start()
+    app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
+    app.slider(key="samples").set_value(2).run()
+    before = [image.value for image in app.image]
+    app.sidebar.slider(key="temperature").set_value(0.6).run()
+    assert not app.exception
+    captions = [caption for image in app.image for caption in image.captions]
+    assert "seed 0, temperature 0.6" in captions and "seed 1, temperature 0.6" in captions
+    assert [image.value for image in app.image] != before
+    app.sidebar.toggle(key="greedy").set_value(True).run()  # greedy takes the likeliest strokes: no temperature
+    assert not app.exception and not [slider for slider in app.sidebar.slider if slider.key == "temperature"]
+
+
 def test_the_compare_picker_follows_the_kind_of_agent(runs):
     app = start()
     app.selectbox(key="other-reconstruct").set_value("untrained: mnist-recon").run()

@@ -2,6 +2,7 @@
 the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import main
 from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
-from spiral.pretrain import Pretrainer, PretrainSettings
+import spiral.policy
+from spiral.pretrain import Pretrainer, PretrainSettings, nll, replay
 from spiral.programs import generate_programs
 from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
@@ -258,6 +260,29 @@ def test_pretraining_lowers_the_held_out_nll_and_exports_an_agent_that_paints(de
         assert torch.equal(value, trainer.policy.state_dict()[key])
 
 
+@pytest.mark.parametrize("config", [PEN, replace(PEN, brush="classic/dry_brush", background=(40, 40, 40)),
+                                    replace(PEN, background=(0, 0, 80)), replace(PEN, use_color=True)])
+def test_replayed_canvases_are_what_the_env_showed_kept_as_one_channel_where_grey(config):
+    rng = np.random.default_rng(0)
+    codec = ActionCodec(config)
+    actions = [np.stack([rng.integers(codec.nvec) for _ in range(config.episode_length)]) for _ in range(3)]
+    targets = np.stack([cross()] * 3)
+    episodes = replay(config, targets, actions)
+    grey = not config.use_color and config.background in ((0, 0, 0), (40, 40, 40))
+    assert episodes.canvases.shape == (3, config.episode_length, 16, 16, 1 if grey else 3)
+    assert len(np.unique(episodes.canvases[:, -1])) > 1  # strokes were painted
+    observation, _ = episodes.batch(np.arange(3), conditional=True)
+    env = PaintEnv(config, target_source=targets[:1])
+    try:
+        for row, (target, episode) in enumerate(zip(targets, actions)):
+            shown, _ = env.reset(seed=0, options={"target": target})
+            for step, action in enumerate(episode):
+                assert np.array_equal(observation["canvas"][row, step].numpy(), shown["canvas"])
+                shown = env.step(action)[0]
+    finally:
+        env.close()
+
+
 def test_pretraining_can_change_the_network_but_not_the_environment(demos_file, tmp_path):
     settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=1)
     with pytest.raises(ValueError, match="only the network"):
@@ -361,6 +386,30 @@ def test_pretraining_resumes_from_its_checkpoint(demos_file, tmp_path):
     assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
+def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_file, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
+    Pretrainer.start(demos_file, run, settings, progress=False).close()
+    with pytest.raises(ValueError, match="keeps its batch: only lr, precision can change"):
+        Pretrainer(run, progress=False, batch=8)
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
+        Pretrainer(run, progress=False, precision="half")
+    if spiral.policy.bfloat16_supported(torch.device("cpu")):
+        resumed = Pretrainer(run, progress=False, precision="bfloat16")
+        resumed.run(steps=1)
+        resumed.close()
+        assert json.loads((run / "pretrain.json").read_text())["settings"]["precision"] == "bfloat16"
+        # The steps train in bf16 (the NLL differs from float32's by rounding only); the held-out NLL stays float32.
+        observation, actions = resumed.episodes.batch(resumed.train_rows[:4], resumed.conditional)
+        float32, bfloat16 = (nll(resumed.policy, observation, actions, precision)
+                             for precision in spiral.policy.PRECISIONS)
+        assert not torch.equal(float32, bfloat16) and torch.allclose(float32, bfloat16, rtol=0.05)
+    # A run moved to a CPU without AVX-512 BF16 or AMX is refused when it resumes, before it trains.
+    monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)
+    with pytest.raises(ValueError, match="needs bf16 arithmetic, which this cpu lacks"):
+        Pretrainer(run, progress=False, precision="bfloat16")
+
+
 def test_the_commands(tmp_path, capsys):
     preset = tmp_path / "tiny-pen.toml"
     preset.write_text(TINY_PEN)
@@ -378,6 +427,9 @@ def test_the_commands(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--out", str(run), "--resume", "--batch", "8"])
     assert "leave out --batch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(run), "--resume", "--precision", "float16"])
+    assert "precision must be one of float32, bfloat16, got 'float16'" in capsys.readouterr().err
     main(["pretrain", "--out", str(run), "--resume", "--steps", "1"])
     assert load_agent(run / "agent").manifest.training.iterations == 3
     # A last stage at a lower rate: recorded in the run, and what the restored optimizer steps with.
