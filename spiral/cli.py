@@ -280,15 +280,15 @@ def pretrain(args: argparse.Namespace) -> None:
     """Behaviour-clone a demonstrations file into the policy (teacher forcing); export RUN/agent."""
     from spiral.pretrain import Pretrainer, PretrainSettings
 
-    given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr), ("precision", args.precision))
-             if value is not None}
+    given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr), ("precision", args.precision),
+                                           ("eval_every", args.eval_every)) if value is not None}
     if args.resume:
         if args.batch is not None or args.overrides:
-            raise ValueError(f"--resume continues {args.out} with its own settings (--lr and --precision excepted): "
-                             "leave out "
+            raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --precision and "
+                             "--eval-every excepted): leave out "
                              f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
         trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, lr=args.lr,
-                             precision=args.precision)
+                             precision=args.precision, eval_every=args.eval_every)
     elif args.corrections:
         raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
                          "--resume.")
@@ -346,6 +346,8 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--batch", type=_positive(int), help="episodes per step (default 64)")
     pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3; with --resume: "
                               "from now on, e.g. a lower one to finish)")
+    pretrain_cmd.add_argument("--eval-every", type=_positive(int), metavar="STEPS",
+                              help="steps between held-out NLL measurements (default 50; with --resume: from now on)")
     pretrain_cmd.add_argument("--precision", metavar="{float32,bfloat16}",
                               help="the training pass's arithmetic (default float32; bfloat16: about 1.7x the steps "
                                    "on a CPU with AMX or AVX-512 BF16, refused elsewhere; with --resume: from now on)")

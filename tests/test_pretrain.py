@@ -390,7 +390,7 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
     run = tmp_path / "run"
     settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
     Pretrainer.start(demos_file, run, settings, progress=False).close()
-    with pytest.raises(ValueError, match="keeps its batch: only lr, precision can change"):
+    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every can change"):
         Pretrainer(run, progress=False, batch=8)
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
         Pretrainer(run, progress=False, precision="half")
@@ -433,8 +433,9 @@ def test_the_commands(tmp_path, capsys):
     main(["pretrain", "--out", str(run), "--resume", "--steps", "1"])
     assert load_agent(run / "agent").manifest.training.iterations == 3
     # A last stage at a lower rate: recorded in the run, and what the restored optimizer steps with.
-    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "2e-4"])
-    assert json.loads((run / "pretrain.json").read_text())["settings"]["lr"] == 2e-4
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "2e-4", "--eval-every", "5"])
+    settings = json.loads((run / "pretrain.json").read_text())["settings"]
+    assert (settings["lr"], settings["eval_every"]) == (2e-4, 5)
     resumed = Pretrainer(run, progress=False)
     assert resumed.step == 4 and {group["lr"] for group in resumed.optimizer.param_groups} == {2e-4}
     resumed.close()
