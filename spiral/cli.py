@@ -192,7 +192,7 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{error} Train one with: spiral classifier --dataset {dataset}{out}") from error
     real = load_dataset(dataset, agent.paint_config.canvas_size).test  # the dataset's own polarity, as the judge's
     report = judge_samples(agent, judge.classifier, real, args.samples, temperature=args.temperature)
-    print(f"judge: {judge.path} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
+    print(f"judge: {_shown(Path(judge.path).resolve())} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
     temperature = f", temperature {args.temperature:g}" if args.temperature != 1 else ""
     print(f"{args.samples} samples (seeds 0 to {args.samples - 1}{temperature}) against {len(real)} held-out "
           f"images of {dataset}\n")
