@@ -287,8 +287,7 @@ def pretrain(args: argparse.Namespace) -> None:
             raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --precision and "
                              "--eval-every excepted): leave out "
                              f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
-        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, lr=args.lr,
-                             precision=args.precision, eval_every=args.eval_every)
+        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, **given)
     elif args.corrections:
         raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
                          "--resume.")
@@ -349,8 +348,8 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--eval-every", type=_positive(int), metavar="STEPS",
                               help="steps between held-out NLL measurements (default 50; with --resume: from now on)")
     pretrain_cmd.add_argument("--precision", metavar="{float32,bfloat16}",
-                              help="the training pass's arithmetic (default float32; bfloat16: about 1.7x the steps "
-                                   "on a CPU with AMX or AVX-512 BF16, refused elsewhere; with --resume: from now on)")
+                              help="the training pass's arithmetic (default float32; bfloat16: bf16 autocast, on a CPU "
+                                   "with AMX or AVX-512 BF16, refused elsewhere; with --resume: from now on)")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
                               help="with --resume: also learn from this corrections file (spiral demos --student); "

@@ -74,7 +74,7 @@ class PretrainSettings:
     # training steps take batches of them (1,500 programs: 24 batches, more than half the time at 10).
     eval_every: int = 50
     eval_paintings: int = 32  # held-out images the policy paints, greedy, at each checkpoint
-    precision: str = "float32"  # the training pass's (policy.autocast); "bfloat16": about 1.7x the steps on AMX CPUs
+    precision: str = "float32"  # the training pass's arithmetic (policy.autocast), as training.precision for RL
 
     def __post_init__(self) -> None:
         problems = []
