@@ -19,7 +19,9 @@ whatever else the machine is doing:
 
 The preset's network and the SPIRAL-size network (``NetworkConfig.spiral()``) run on the CPU and,
 where torch sees one, on the GPU; the GPU line's ratio is against the CPU's figure in the same
-precision. ``--profile`` prints the torch profiler's most expensive operations of one update instead.
+precision. Last, one ``spiral pretrain`` step of the preset's network (behaviour cloning: the teacher-forced
+NLL of ``PretrainSettings.batch`` episodes) in float32 and bfloat16. ``--profile`` prints the torch
+profiler's most expensive operations of one learner update instead.
 
     python benchmarks/learner_step.py [--preset mnist-pen] [--repeats 5] [--threads N] [--profile]
 """
@@ -42,16 +44,20 @@ from envs.actions import ActionCodec
 from spiral.discriminator import Discriminator, to_input, wgan_gp_loss
 from spiral.experiment import Experiment
 from spiral.policy import NetworkConfig, PolicyNetwork, autocast, bfloat16_supported
+from spiral.pretrain import PretrainSettings, cloning_step
 
 Batch = dict[str, torch.Tensor]
 BASELINE = "7806db5"  # the last commit before the learner's speed work (#12)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def learner_batch(experiment: Experiment, codec: ActionCodec, device: torch.device) -> Batch:
-    """Random canvases, targets and actions of the shapes the learner receives: (B, T, ...)."""
+def learner_batch(experiment: Experiment, codec: ActionCodec, device: torch.device, episodes: int | None = None,
+                  steps: int | None = None) -> Batch:
+    """Random canvases, targets and actions of the shapes the learner receives, (B, T, ...): by default
+    ``training.batch_episodes`` episodes of ``episode_length + 1`` rows, as RLlib hands them over."""
     paint = experiment.paint_config()
-    episodes, steps = experiment.training.batch_episodes, paint.episode_length + 1
+    episodes = episodes or experiment.training.batch_episodes
+    steps = steps or paint.episode_length + 1
     generator = torch.Generator().manual_seed(0)
 
     def images() -> torch.Tensor:
@@ -129,6 +135,22 @@ def learner_update(experiment: Experiment, network: NetworkConfig, discriminator
     return lambda: update(policy, disc, data, optimizers, precision)
 
 
+def pretraining_update(experiment: Experiment, device: torch.device, precision: str) -> Callable[[], None]:
+    """A closure doing one ``spiral pretrain`` step (``spiral.pretrain.cloning_step``) of the preset's network
+    on a fixed batch of ``PretrainSettings.batch`` episodes of ``episode_length`` rows."""
+    paint = experiment.paint_config()
+    codec = ActionCodec(paint)
+    conditional = experiment.reward.conditional
+    torch.manual_seed(0)
+    policy = PolicyNetwork(codec.names, tuple(codec.nvec.tolist()), paint.grid_size, conditional,
+                           experiment.network_config()).to(device)
+    settings = PretrainSettings(precision=precision)
+    data = learner_batch(experiment, codec, device, settings.batch, paint.episode_length)
+    observation = {key: data[key] for key in ("canvas", "prev_action", "step") + (("target",) if conditional else ())}
+    optimizer = torch.optim.Adam(policy.parameters(), lr=settings.lr)
+    return lambda: cloning_step(policy, optimizer, observation, data["actions"], settings)
+
+
 def frames_per_second(steps: dict[str, Callable[[], None]], device: torch.device, frames: int,
                       repeats: int) -> dict[str, float]:
     """Each version's best of ``repeats`` updates, the versions interleaved so that load hits all alike."""
@@ -196,9 +218,25 @@ def main() -> None:
                 if device.type == "cpu":
                     cpu_rates = rates
                 else:
-                    print(f"{'':12s} {'':9s} gpu/cpu: " + "  ".join(
-                        f"{version} {rate / cpu_rates[version]:.1f}x" for version, rate in rates.items()
-                        if version in cpu_rates))
+                    print_gpu_ratios(rates, cpu_rates)
+    episodes, rows = PretrainSettings().batch, paint.episode_length
+    for device in devices:  # behaviour cloning: the same network, teacher-forced, no value or discriminator
+        steps = {precision: pretraining_update(experiment, device, precision) for precision in spiral.policy.PRECISIONS
+                 if precision == "float32" or bfloat16_supported(device)}
+        rates = frames_per_second(steps, device, episodes * rows, args.repeats)
+        figures = "  ".join(f"{version} {rate:6.0f}" for version, rate in rates.items())
+        ratio = f"   bfloat16/float32 {rates['bfloat16'] / rates['float32']:.2f}x" if "bfloat16" in rates else ""
+        print(f"{'pretrain':12s} {'cloning':9s} {device.type}: frames/s {figures}{ratio}   "
+              f"({episodes} episodes x {rows} rows)", flush=True)
+        if device.type == "cpu":
+            cpu_rates = rates
+        else:
+            print_gpu_ratios(rates, cpu_rates)
+
+
+def print_gpu_ratios(rates: dict[str, float], cpu_rates: dict[str, float]) -> None:
+    print(f"{'':12s} {'':9s} gpu/cpu: " + "  ".join(
+        f"{version} {rate / cpu_rates[version]:.1f}x" for version, rate in rates.items() if version in cpu_rates))
 
 
 if __name__ == "__main__":

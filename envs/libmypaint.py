@@ -152,10 +152,19 @@ def brush_directory() -> Path:
     )
 
 
+# spiral's own brushes (``spiral/soft_pen``), made from the collection's and named like them: they ship
+# with the package, so an agent painting with one works wherever spiral is installed.
+PROJECT_BRUSHES = Path(__file__).parent / "brushes"
+
+
+def _brush_roots() -> list[Path]:
+    """Where brush names resolve: the installed collection, then spiral's own brushes."""
+    return [brush_directory(), PROJECT_BRUSHES]
+
+
 def available_brushes() -> list[str]:
-    """Names such as ``classic/dry_brush`` of every brush in the installed collection."""
-    root = brush_directory()
-    return sorted(str(path.relative_to(root).with_suffix("")) for path in root.glob("*/*.myb"))
+    """Names such as ``classic/dry_brush`` of every brush in the installed collection and of spiral's own."""
+    return sorted({str(path.relative_to(root).with_suffix("")) for root in _brush_roots() for path in root.glob("*/*.myb")})
 
 
 def _is_file(path: Path) -> bool:
@@ -167,17 +176,18 @@ def _is_file(path: Path) -> bool:
 
 
 def brush_path(name: str) -> Path:
-    """Resolve a brush name (``classic/dry_brush``) or a path to a ``.myb`` file."""
+    """Resolve a brush name (``classic/dry_brush``, ``spiral/soft_pen``) or a path to a ``.myb`` file."""
     direct = Path(name)
     if direct.suffix == ".myb" and _is_file(direct):
         return direct
-    path = brush_directory() / f"{name}.myb"
-    if not _is_file(path):
-        raise ValueError(
-            f"Unknown brush {name!r}: no {path}. Use a .myb path or one of envs.available_brushes(), "
-            f"e.g. 'classic/dry_brush', 'classic/pen', 'classic/charcoal'."
-        )
-    return path
+    candidates = [root / f"{name}.myb" for root in _brush_roots()]
+    for path in candidates:
+        if _is_file(path):
+            return path
+    raise ValueError(
+        f"Unknown brush {name!r}: no {' or '.join(map(str, candidates))}. Use a .myb path or one of "
+        f"envs.available_brushes(), e.g. 'classic/dry_brush', 'classic/pen', 'spiral/soft_pen'."
+    )
 
 
 def _c_stdout_variable() -> str | None:

@@ -281,11 +281,11 @@ def pretrain(args: argparse.Namespace) -> None:
     from spiral.pretrain import Pretrainer, PretrainSettings
 
     given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr), ("precision", args.precision),
-                                           ("eval_every", args.eval_every)) if value is not None}
+                                           ("eval_every", args.eval_every), ("brush", args.brush)) if value is not None}
     if args.resume:
         if args.batch is not None or args.overrides:
-            raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --precision and "
-                             "--eval-every excepted): leave out "
+            raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --precision, "
+                             "--eval-every and --brush excepted): leave out "
                              f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
         trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, **given)
     elif args.corrections:
@@ -350,6 +350,9 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--precision", metavar="{float32,bfloat16}",
                               help="the training pass's arithmetic (default float32; bfloat16: bf16 autocast, on a CPU "
                                    "with AMX or AVX-512 BF16, refused elsewhere; with --resume: from now on)")
+    pretrain_cmd.add_argument("--brush", help="paint the demonstrations' strokes with this brush (`spiral brushes`), "
+                              "in the replay and in the agent (default: the one they were painted with; with "
+                              "--resume: from now on), e.g. spiral/soft_pen")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
                               help="with --resume: also learn from this corrections file (spiral demos --student); "

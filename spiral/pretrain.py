@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from envs import PaintConfig, PaintEnv
+from envs.libmypaint import brush_path
 from envs.storage import FileFormat, write_file, write_folder
 from spiral.agent import load_agent, load_weights, write_agent
 from spiral.demonstrations import Demonstrations, read_demonstrations
@@ -59,7 +60,7 @@ from spiral.programs import PROGRAMS_FORMAT, read_programs
 EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2
 RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
 STATE_FORMAT = FileFormat("spiral-pretrain-checkpoint", 1, "spiral pretraining checkpoint")
-RESUMABLE = ("lr", "precision", "eval_every")  # the settings a resumed run may change
+RESUMABLE = ("lr", "precision", "eval_every", "brush")  # the settings a resumed run may change
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class PretrainSettings:
     eval_every: int = 50
     eval_paintings: int = 32  # held-out images the policy paints, greedy, at each checkpoint
     precision: str = "float32"  # the training pass's arithmetic (policy.autocast), as training.precision for RL
+    # The brush the demonstrations' strokes are replayed with, and the agent paints with (None: the one they were
+    # painted with). Strokes are actions, so a student may paint its teacher's strokes with another brush: a
+    # generator of digits, say, with spiral/soft_pen, whose edge is closer to scanned ink than classic/pen's.
+    brush: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +95,11 @@ class PretrainSettings:
             problems.append(f"held_out must be a fraction in [0, 1), got {self.held_out!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.brush is not None:
+            try:
+                brush_path(self.brush)
+            except (ValueError, TypeError) as error:
+                problems.append(f"brush: {str(error).rstrip('.')}")
         if problems:
             raise ValueError("Invalid pretraining settings: " + "; ".join(problems) + ".")
 
@@ -183,6 +193,18 @@ def nll(policy: PolicyNetwork, observation: dict[str, torch.Tensor], actions: to
                         for i, part in enumerate(policy.split(logits))])
 
 
+def cloning_step(policy: PolicyNetwork, optimizer: torch.optim.Optimizer, observation: dict[str, torch.Tensor],
+                 labels: torch.Tensor, settings: PretrainSettings) -> torch.Tensor:
+    """One Adam step on the summed NLL of a batch (gradients clipped to ``settings.grad_clip``), in
+    ``settings.precision``; the per-component NLL, detached (what ``benchmarks/learner_step.py`` times too)."""
+    parts = nll(policy, observation, labels, settings.precision)
+    optimizer.zero_grad()
+    parts.sum().backward()
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
+    optimizer.step()
+    return parts.detach()
+
+
 class Pretrainer:
     """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
 
@@ -213,14 +235,18 @@ class Pretrainer:
         if demos_path is not None:
             _check_same_kind(self.demos, self.record, run_file)
         self.experiment = self.demos.experiment().with_overrides(self.record.get("network_overrides", []))
+        self.config = self.demos.config
+        if self.settings.brush is not None:
+            self.config = replace(self.config, brush=self.settings.brush)
+            self.experiment = replace(self.experiment, env={**self.experiment.env, "brush": self.settings.brush})
         self.conditional = self.experiment.reward.conditional
         if corrections and not self.conditional:
             raise ValueError("Corrections label a reconstruction agent's states; a generator cloned from programs "
                              "learns from its programs file alone.")
         self.corrections = self._corrections(corrections, run_file)
-        self.config = self.demos.config
-        if not (self.run_dir / "experiment.json").is_file():
-            write_file(self.run_dir / "experiment.json", lambda path: path.write_text(self.experiment.to_json()))
+        experiment_file, experiment_json = self.run_dir / "experiment.json", self.experiment.to_json()
+        if not experiment_file.is_file() or experiment_file.read_text() != experiment_json:  # new, or a new brush
+            write_file(experiment_file, lambda path: path.write_text(experiment_json))
         names, nvec = _action_space(self.config)
         network = self.experiment.network_config()
         check_network_size(names, nvec, self.config.grid_size, self.conditional, network)
@@ -246,7 +272,8 @@ class Pretrainer:
                    None if file.student is None else [demo.labels for demo in file.demos]) for file in files])
         self.replay_seconds = time.perf_counter() - start
         recorded = np.array([demo.mse for file in files for demo in file.demos])
-        if mismatched := int(np.sum(self.episodes.final_mse != recorded)):
+        mismatched = int(np.sum(self.episodes.final_mse != recorded))
+        if mismatched and self.config.brush == self.demos.config.brush:  # another brush paints other canvases
             warnings.warn(f"{mismatched} of {len(recorded)} demonstrations replay to another MSE than recorded "
                           "(another libmypaint version?): training on the replayed canvases.", stacklevel=2)
         from tensorboardX import SummaryWriter
@@ -335,15 +362,10 @@ class Pretrainer:
             while time.monotonic() < deadline and (steps is None or done < steps):
                 started = time.perf_counter()
                 rows = self.train_rows[self.sampler.integers(len(self.train_rows), size=settings.batch)]
-                parts = nll(policy, *self.episodes.batch(rows, self.conditional), settings.precision)
-                loss = parts.sum()
-                self.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), settings.grad_clip)
-                self.optimizer.step()
+                parts = cloning_step(policy, self.optimizer, *self.episodes.batch(rows, self.conditional), settings)
                 self.step, done = self.step + 1, done + 1
                 self.seconds += time.perf_counter() - started
-                measured["train_nll"] = loss.item()
+                measured["train_nll"] = float(parts.sum())
                 self._scalars("train", parts)
                 if self.step % settings.eval_every == 0:
                     measured["held_out_nll"] = self.held_out_nll()

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs import PaintConfig, PaintEnv, Program, Stroke
+from envs import PaintConfig, PaintEnv, Program, Stroke, available_brushes
 from tests.conftest import action, cell
 
 DIGITS = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
@@ -188,6 +188,24 @@ def test_target_sampler_function_is_called_with_the_env_rng():
 def test_bad_configuration_is_refused_with_a_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PaintEnv(**kwargs)
+
+
+def test_spiral_soft_pen_paints_the_pens_ink_with_a_softer_edge():
+    """spiral's own brush resolves by name like the collection's, and differs from classic/pen by its edge only."""
+    assert {"classic/pen", "spiral/soft_pen"} <= set(available_brushes())
+    canvases = {}
+    for brush in ("classic/pen", "spiral/soft_pen"):
+        env = PaintEnv(canvas_size=64, grid_size=32, brush=brush, background=(0, 0, 0), fixed_color=(255, 255, 255),
+                       use_color=False, use_pressure=False, episode_length=3)
+        env.reset(seed=0)
+        for action in ([1, 5 * 32 + 5, 20 * 32 + 25, 1], [1, 30 * 32 + 3, 3 * 32 + 16, 2], [1, 16 * 32 + 16, 0, 0]):
+            observation, *_ = env.step(np.array(action))
+        canvases[brush] = observation["canvas"][..., 0].astype(np.int64)
+        env.close()
+    pen, soft = canvases["classic/pen"], canvases["spiral/soft_pen"]
+    assert abs(soft.sum() - pen.sum()) < 0.05 * pen.sum()  # about the same ink...
+    assert ((soft > 0) & (soft < 255)).sum() > 1.2 * ((pen > 0) & (pen < 255)).sum()  # ...spread over a wider edge
+    assert (soft == 255).sum() < (pen == 255).sum()
 
 
 def test_target_option_needs_a_conditional_env(env):

@@ -165,7 +165,7 @@ def _source_tree(destination: Path) -> Path:
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="needs the git checkout")
-def test_a_non_editable_install_carries_presets_agents_and_app(tmp_path):
+def test_a_non_editable_install_carries_presets_agents_app_and_brushes(tmp_path):
     source = _source_tree(tmp_path / "source")
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
@@ -195,6 +195,11 @@ def test_a_non_editable_install_carries_presets_agents_and_app(tmp_path):
         assert load_agent(default_agent(conditional=True)).conditional
         assert not load_agent(default_agent(conditional=False)).conditional
         assert (DEFAULT_DIR / "mnist" / "classifier.json").is_file()
+        from envs import PaintEnv, available_brushes
+        from envs.libmypaint import brush_path
+        assert "spiral/soft_pen" in available_brushes()
+        assert brush_path("spiral/soft_pen").is_relative_to({str(target)!r})
+        PaintEnv(brush="spiral/soft_pen").close()
         assert all((package_dir("app") / page).is_file() for page in ("spiral_app.py", "paint.py", "training.py"))
         from app.agents import available_agents
         offered = [choice.source for choice in available_agents(Path("no-runs-here"))]

@@ -2,6 +2,7 @@
 the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
 
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -390,7 +391,7 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
     run = tmp_path / "run"
     settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
     Pretrainer.start(demos_file, run, settings, progress=False).close()
-    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every can change"):
+    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every, brush can change"):
         Pretrainer(run, progress=False, batch=8)
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
         Pretrainer(run, progress=False, precision="half")
@@ -408,6 +409,32 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
     monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)
     with pytest.raises(ValueError, match="needs bf16 arithmetic, which this cpu lacks"):
         Pretrainer(run, progress=False, precision="bfloat16")
+
+
+def test_a_run_paints_its_demonstrations_with_another_brush_from_the_start_or_from_a_resume(demos_file, tmp_path):
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
+    demos = read_demonstrations(demos_file)
+    soft = replace(demos.config, brush="spiral/soft_pen")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the MSEs differ from the recorded ones: expected with another brush
+        trainer = Pretrainer.start(demos_file, tmp_path / "run", replace(settings, brush="spiral/soft_pen"),
+                                   progress=False)
+    trainer.run(steps=1)
+    trainer.close()
+    actions = [demo.actions for demo in demos.demos]
+    assert trainer.config == soft and torch.equal(trainer.episodes.canvases, replay(soft, demos.targets(), actions).canvases)
+    assert not torch.equal(trainer.episodes.canvases, replay(demos.config, demos.targets(), actions).canvases)
+    assert load_agent(tmp_path / "run" / "agent").paint_config == soft  # the agent paints with the brush it learned on
+    assert json.loads((tmp_path / "run" / "experiment.json").read_text())["env"]["brush"] == "spiral/soft_pen"
+
+    Pretrainer.start(demos_file, tmp_path / "crisp", settings, progress=False).close()
+    resumed = Pretrainer(tmp_path / "crisp", progress=False, brush="spiral/soft_pen")  # from now on
+    assert resumed.config == soft and torch.equal(resumed.episodes.canvases, trainer.episodes.canvases)
+    resumed.close()
+    assert json.loads((tmp_path / "crisp" / "pretrain.json").read_text())["settings"]["brush"] == "spiral/soft_pen"
+    assert json.loads((tmp_path / "crisp" / "experiment.json").read_text())["env"]["brush"] == "spiral/soft_pen"
+    with pytest.raises(ValueError, match="brush: Unknown brush 'classic/no_such_pen'"):
+        Pretrainer(tmp_path / "crisp", progress=False, brush="classic/no_such_pen")
 
 
 def test_the_commands(tmp_path, capsys):
@@ -433,9 +460,11 @@ def test_the_commands(tmp_path, capsys):
     main(["pretrain", "--out", str(run), "--resume", "--steps", "1"])
     assert load_agent(run / "agent").manifest.training.iterations == 3
     # A last stage at a lower rate: recorded in the run, and what the restored optimizer steps with.
-    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "2e-4", "--eval-every", "5"])
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "2e-4", "--eval-every", "5",
+          "--brush", "spiral/soft_pen"])
     settings = json.loads((run / "pretrain.json").read_text())["settings"]
-    assert (settings["lr"], settings["eval_every"]) == (2e-4, 5)
+    assert (settings["lr"], settings["eval_every"], settings["brush"]) == (2e-4, 5, "spiral/soft_pen")
+    assert load_agent(run / "agent").paint_config.brush == "spiral/soft_pen"
     resumed = Pretrainer(run, progress=False)
     assert resumed.step == 4 and {group["lr"] for group in resumed.optimizer.param_groups} == {2e-4}
     resumed.close()
