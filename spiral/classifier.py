@@ -289,7 +289,7 @@ class SampleStats:
     count: int
     confident_share: float
     histogram: tuple[int, ...]
-    frechet_distance: float  # to the reference half of the real test split
+    frechet_distance: float  # to the reference half of the real images
 
     @property
     def classes_covered(self) -> int:
@@ -298,12 +298,14 @@ class SampleStats:
 
 @dataclass(frozen=True)
 class SampleReport:
-    """Generated samples next to as many real test images, both against the other half of the test split."""
+    """Generated samples next to as many real images, both against the other half of them: the test split's,
+    or for a validation the training split's (``split``)."""
 
     generated: SampleStats
     real: SampleStats
     reference_size: int
     threshold: float = CONFIDENT
+    split: str = "test"
 
     def markdown(self) -> str:
         """Two Markdown tables: the metrics, then the class histogram."""
@@ -311,8 +313,9 @@ class SampleReport:
         rows = [("images", lambda s: str(s.count)),
                 (f"confident (p ≥ {self.threshold:g})", lambda s: f"{s.confident_share:.1%}"),
                 ("classes covered", lambda s: f"{s.classes_covered} / {classes}"),
-                (f"Fréchet distance to {self.reference_size} real test images", lambda s: f"{s.frechet_distance:.2f}")]
-        lines = ["| | generated | real (held-out) |", "|---|---|---|"]
+                (f"Fréchet distance to {self.reference_size} real {self.split} images",
+                 lambda s: f"{s.frechet_distance:.2f}")]
+        lines = [f"| | generated | real ({'held-out' if self.split == 'test' else self.split}) |", "|---|---|---|"]
         lines += [f"| {name} | {value(self.generated)} | {value(self.real)} |" for name, value in rows]
         lines += ["", "| class | " + " | ".join(map(str, range(classes))) + " |", "|---" * (classes + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(map(str, stats.histogram)) + " |"
@@ -320,9 +323,15 @@ class SampleReport:
         return "\n".join(lines)
 
 
+# `spiral eval --validation` judges a generator against the training split's last images, as many as MNIST's test
+# split: a generator learns from the training split's distribution, not from chosen images, so they measure it
+# as the test split does, and choosing on them leaves the test split alone.
+GENERATOR_VALIDATION_IMAGES = 10_000
+
+
 def evaluate_samples(classifier: Classifier, samples: np.ndarray, real: np.ndarray,
-                     threshold: float = CONFIDENT) -> SampleReport:
-    """Judge uint8 (N, H, W, C) samples against real test images (any size, white on black like the data).
+                     threshold: float = CONFIDENT, split: str = "test") -> SampleReport:
+    """Judge uint8 (N, H, W, C) samples against real images of ``split`` (any size, white on black like the data).
 
     The real images are split in halves: the samples and the first ``len(samples)`` images of
     the first half are both compared with the second half, so the two Fréchet distances are
@@ -338,18 +347,21 @@ def evaluate_samples(classifier: Classifier, samples: np.ndarray, real: np.ndarr
         return SampleStats(len(images), confident_share(probabilities, threshold),
                            tuple(int(c) for c in class_histogram(probabilities)), frechet_distance(features, reference))
 
-    return SampleReport(stats(samples), stats(real[:min(half, len(samples))]), len(real) - half, threshold)
+    return SampleReport(stats(samples), stats(real[:min(half, len(samples))]), len(real) - half, threshold, split)
 
 
-def evaluate_generator(agent: Agent, classifier: Classifier, real_test_images: np.ndarray, samples: int,
-                       greedy: bool = False, temperature: float = 1.0) -> SampleReport:
-    """Paint ``samples`` images with the agent (seeds 0 to samples - 1, at ``temperature``) and judge them.
+def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.ndarray, samples: int,
+                       greedy: bool = False, temperature: float = 1.0, first_seed: int = 0,
+                       split: str = "test") -> SampleReport:
+    """Paint ``samples`` images with the agent (seeds ``first_seed`` on, at ``temperature``) and judge them
+    against ``real_images`` of ``split``.
 
     An agent trained with ``data.invert`` paints black on white; its canvases are flipped back
     to the classifier's white on black, so pass the real images as the dataset has them.
     """
+    seeds = range(first_seed, first_seed + samples)
     canvases = np.stack([agent.paint(seed=seed, greedy=greedy, temperature=temperature).canvas
-                         for seed in tqdm(range(samples), desc="painting samples")])
+                         for seed in tqdm(seeds, desc="painting samples")])
     if agent.manifest.data.invert:
         canvases = 255 - canvases
-    return evaluate_samples(classifier, canvases, real_test_images)
+    return evaluate_samples(classifier, canvases, real_images, split=split)

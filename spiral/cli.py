@@ -179,7 +179,8 @@ def curves(args: argparse.Namespace) -> None:
 
 def evaluate_generator(agent, args: argparse.Namespace) -> None:
     """Judge an unconditional agent's samples with the classifier of its dataset (Markdown tables)."""
-    from spiral.classifier import DEFAULT_DIR, check_supported, evaluate_generator as judge_samples, load_classifier
+    from spiral.classifier import (DEFAULT_DIR, GENERATOR_VALIDATION_IMAGES, check_supported, load_classifier,
+                                   evaluate_generator as judge_samples)
     from spiral.datasets import load_dataset
 
     dataset = agent.manifest.data.dataset
@@ -190,12 +191,18 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     except FileNotFoundError as error:
         out = f" --out {folder}" if args.classifier else ""
         raise FileNotFoundError(f"{error} Train one with: spiral classifier --dataset {dataset}{out}") from error
-    real = load_dataset(dataset, agent.paint_config.canvas_size).test  # the dataset's own polarity, as the judge's
-    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=args.temperature)
+    images = load_dataset(dataset, agent.paint_config.canvas_size)  # the dataset's own polarity, as the judge's
+    # A validation judges samples of other seeds against the training split's last images: a choice between exports
+    # or settings made on it leaves the test split to the final figure.
+    split, real = (("training", images.train[-GENERATOR_VALIDATION_IMAGES:]) if args.validation
+                   else ("test", images.test))
+    first_seed = args.samples if args.validation else 0
+    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=args.temperature,
+                           first_seed=first_seed, split=split)
     print(f"judge: {_shown(Path(judge.path).resolve())} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
     temperature = f", temperature {args.temperature:g}" if args.temperature != 1 else ""
-    print(f"{args.samples} samples (seeds 0 to {args.samples - 1}{temperature}) against {len(real)} held-out "
-          f"images of {dataset}\n")
+    print(f"{args.samples} samples (seeds {first_seed} to {first_seed + args.samples - 1}{temperature}) against "
+          f"{len(real)} {'held-out' if split == 'test' else 'training'} images of {dataset}\n")
     print(report.markdown())
 
 
@@ -281,19 +288,23 @@ def pretrain(args: argparse.Namespace) -> None:
     from spiral.pretrain import Pretrainer, PretrainSettings
 
     given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr), ("precision", args.precision),
-                                           ("eval_every", args.eval_every), ("brush", args.brush)) if value is not None}
+                                           ("eval_every", args.eval_every), ("brush", args.brush),
+                                           ("lr_end", args.lr_end)) if value is not None}
     if args.resume:
         if args.batch is not None or args.overrides:
-            raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --precision, "
-                             "--eval-every and --brush excepted): leave out "
+            raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --anneal, --lr-end, "
+                             "--precision, --eval-every and --brush excepted): leave out "
                              f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
-        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, **given)
+        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, anneal_steps=args.anneal,
+                             **given)
     elif args.corrections:
         raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
                          "--resume.")
     elif args.demos is None:
         raise ValueError("Name the demonstrations to learn from: --demos FILE (made by `spiral demos`).")
     else:
+        if args.anneal is not None:
+            given["anneal"] = (0, args.anneal)
         trainer = Pretrainer.start(args.demos, Path(args.out), PretrainSettings(**given),
                                    network_overrides=args.overrides)
     run_dir = _shown(trainer.run_dir)
@@ -345,6 +356,10 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--batch", type=_positive(int), help="episodes per step (default 64)")
     pretrain_cmd.add_argument("--lr", type=_positive(float), help="Adam's learning rate (default 1e-3; with --resume: "
                               "from now on, e.g. a lower one to finish)")
+    pretrain_cmd.add_argument("--anneal", type=_positive(int), metavar="STEPS",
+                              help="lower the learning rate from --lr to --lr-end by a half cosine over STEPS steps "
+                                   "(with --resume: from the run's current step); then it stays at --lr-end")
+    pretrain_cmd.add_argument("--lr-end", type=_positive(float), help="the rate an --anneal ends at")
     pretrain_cmd.add_argument("--eval-every", type=_positive(int), metavar="STEPS",
                               help="steps between held-out NLL measurements (default 50; with --resume: from now on)")
     pretrain_cmd.add_argument("--precision", metavar="{float32,bfloat16}",
@@ -458,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--classifier", metavar="DIR",
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.add_argument("--temperature", type=_positive(float), default=1.0, help=TEMPERATURE_HELP)
+    eval_cmd.add_argument("--validation", action="store_true",
+                          help="unconditional agents: judge samples of other seeds (SAMPLES on) against the last "
+                               "10,000 training images, not the test split: to choose between exports or settings "
+                               "and keep the test split for the final figure")
     eval_cmd.set_defaults(run=evaluate)
 
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")

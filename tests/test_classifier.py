@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from spiral.classifier import (CLASSIFIER_FORMAT, DEFAULT_DIR, Classifier, accuracy, class_histogram, confident_share,
-                               evaluate_samples, frechet_distance, gaussian_frechet_distance, load_classifier,
-                               save_classifier, train_classifier)
+from spiral.agent import load_agent
+from spiral.classifier import (CLASSIFIER_FORMAT, DEFAULT_DIR, GENERATOR_VALIDATION_IMAGES, Classifier, accuracy,
+                               class_histogram, confident_share, evaluate_generator, evaluate_samples,
+                               frechet_distance, gaussian_frechet_distance, load_classifier, save_classifier,
+                               train_classifier)
 from spiral.cli import main
 from spiral.datasets import load_dataset
 from tests.conftest import EXPLOIT_MARKER, damaged_folders, export_untrained
@@ -177,6 +179,20 @@ def test_spiral_eval_judges_an_unconditional_agent(generator_agent, shipped, cap
     assert "| confident (p ≥ 0.9) |" in out and "| classes covered |" in out
     assert "| Fréchet distance to 5000 real test images |" in out  # the other half of the 10,000
     assert "| generated |" in out and "| real |" in out
+
+
+def test_spiral_eval_validates_on_other_seeds_against_training_digits(generator_agent, shipped, capsys):
+    main(["eval", "--agent", str(generator_agent), "--samples", "4", "--validation"])
+    out = capsys.readouterr().out
+    assert "4 samples (seeds 4 to 7) against 10000 training images of mnist" in out
+    assert "| Fréchet distance to 5000 real training images |" in out and "| real (training) |" in out
+    agent = load_agent(generator_agent)
+    tail = load_dataset("mnist", 64).train[-GENERATOR_VALIDATION_IMAGES:]
+    report = evaluate_generator(agent, shipped.classifier, tail, samples=4, first_seed=4, split="training")
+    shares = report.generated.confident_share, report.real.confident_share
+    assert "| confident (p ≥ 0.9) | {:.1%} | {:.1%} |".format(*shares) in out
+    first_seeds = evaluate_generator(agent, shipped.classifier, tail, samples=4)  # seeds 0 to 3: other paintings
+    assert first_seeds.generated.frechet_distance != report.generated.frechet_distance
 
 
 def test_spiral_eval_says_how_to_make_a_missing_classifier(generator_agent, tmp_path):

@@ -2,8 +2,9 @@
 the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
 
 import json
+import re
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,27 @@ def test_reading_checks_every_line(preset, tmp_path, line, message):
         read_demonstrations(out)
 
 
+def test_the_learning_rate_falls_by_a_half_cosine_over_the_anneal_then_stays():
+    settings = PretrainSettings(lr=1e-3, anneal=(100, 200), lr_end=1e-5)
+    rates = [settings.learning_rate(step) for step in (0, 100, 150, 200, 10_000)]
+    assert rates == pytest.approx([1e-3, 1e-3, (1e-3 + 1e-5) / 2, 1e-5, 1e-5])
+    assert PretrainSettings(**json.loads(json.dumps(asdict(settings)))) == settings  # as pretrain.json holds it
+    assert PretrainSettings(lr=2e-4).learning_rate(10_000) == 2e-4
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"anneal": (0, 10)}, "anneal and lr_end go together"),
+    ({"lr_end": 1e-5}, "anneal and lr_end go together"),
+    ({"anneal": (10, 10), "lr_end": 1e-5}, "anneal must be two steps"),
+    ({"anneal": (True, 3), "lr_end": 1e-5}, "anneal must be two steps"),
+    ({"anneal": (0, 10), "lr_end": 0.0}, "lr_end must be a finite number > 0, got 0.0"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+])
+def test_bad_settings_are_refused_by_name(changes, message):
+    with pytest.raises(ValueError, match=f"Invalid pretraining settings: .*{re.escape(message)}"):
+        PretrainSettings(**changes)
+
+
 @pytest.fixture
 def demos_file(preset, tmp_path) -> Path:
     out = tmp_path / "demos.jsonl"
@@ -391,7 +413,7 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
     run = tmp_path / "run"
     settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
     Pretrainer.start(demos_file, run, settings, progress=False).close()
-    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every, brush can change"):
+    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every, brush, anneal, lr_end can "):
         Pretrainer(run, progress=False, batch=8)
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
         Pretrainer(run, progress=False, precision="half")
@@ -468,3 +490,18 @@ def test_the_commands(tmp_path, capsys):
     resumed = Pretrainer(run, progress=False)
     assert resumed.step == 4 and {group["lr"] for group in resumed.optimizer.param_groups} == {2e-4}
     resumed.close()
+    # An anneal from the step reached: 2e-4 down a half cosine to 1e-5 over 2 steps, then 1e-5; a new --lr ends it.
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--anneal", "2"])
+    assert "anneal and lr_end go together" in capsys.readouterr().err
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--anneal", "2", "--lr-end", "1e-5"])
+    settings = json.loads((run / "pretrain.json").read_text())["settings"]
+    assert (settings["anneal"], settings["lr_end"]) == ([4, 6], 1e-5)
+    resumed = Pretrainer(run, progress=False)
+    assert resumed.step == 5 and {group["lr"] for group in resumed.optimizer.param_groups} == {(2e-4 + 1e-5) / 2}
+    resumed.run(steps=2)
+    assert {group["lr"] for group in resumed.optimizer.param_groups} == {1e-5}
+    resumed.close()
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "3e-4"])
+    settings = json.loads((run / "pretrain.json").read_text())["settings"]
+    assert (settings["lr"], settings["anneal"], settings["lr_end"]) == (3e-4, None, None)
