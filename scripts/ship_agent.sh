@@ -2,8 +2,12 @@
 # Ship a run's agent with the project: agents/NAME gets one of its exports (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
 # TensorBoard logs (so `spiral curves agents/NAME` redraws its curves).
-# Usage: scripts/ship_agent.sh RUN NAME [agent|best]   (default: best where the run has one)
+# Usage: scripts/ship_agent.sh RUN NAME [agent|best] [--float16]   (default: best where the run has one)
+# --float16 stores the policy's weights in float16, half the bytes (spiral.agent.store_in_float16): for a large
+# network; measure the shipped folder afterwards, since it is the rounded weights.
 set -euo pipefail
+half=false
+if [[ "${*: -1}" == --float16 ]]; then half=true; set -- "${@:1:$#-1}"; fi
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +24,10 @@ staging="$root/agents/.$name-staging"
 rm -rf "$staging"
 cp -r "$run/$export" "$staging"
 cp "$run/experiment.json" "$staging/"
+if $half; then
+  "$root/.venv/bin/python" -c 'import sys; from spiral.agent import store_in_float16; store_in_float16(sys.argv[1])' \
+    "$staging"
+fi
 "$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
   "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size
 rm -rf "$root/agents/$name"

@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from envs import PaintConfig, PaintEnv, Program
-from envs.storage import write_folder
+from envs.storage import write_file, write_folder
 from spiral.images import flatten
 from spiral.manifest import AgentManifest
 from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size
@@ -148,6 +148,17 @@ def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discr
         (staging / "agent.json").write_text(json.dumps(manifest.to_dict(), indent=2))
 
     return write_folder(folder, fill)
+
+
+def store_in_float16(folder: str | Path) -> None:
+    """Rewrite an agent folder's ``policy.pt`` with float16 tensors: half the bytes of a shipped export (the digit
+    generator's LSTM of 512 is 24 MB in float32). ``load_agent`` casts them back into the float32 network, so the
+    agent *is* the rounded weights: measure it after this, as ``scripts/ship_agent.sh --float16`` leaves it."""
+    path = Path(folder) / "policy.pt"
+    halved = {key: value.half() if value.is_floating_point() else value for key, value in load_weights(path).items()}
+    if not all(torch.isfinite(value).all() for value in halved.values() if value.is_floating_point()):
+        raise ValueError(f"{path} holds weights beyond float16's range: keep it in float32.")
+    write_file(path, lambda staging: torch.save(halved, staging))
 
 
 def load_agent(path: str | Path) -> Agent:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from envs import PaintConfig, Program
-from spiral.agent import load_agent, untrained_agent, write_agent
+from spiral.agent import load_agent, store_in_float16, untrained_agent, write_agent
 from spiral.experiment import DataSettings
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
@@ -69,6 +69,26 @@ def test_writing_an_agent_replaces_the_old_folder_whole(exported):
     after = load_agent(exported).policy.state_dict()
     assert not torch.equal(before["stem.weight"], after["stem.weight"])
     assert sorted(p.name for p in exported.parent.iterdir()) == ["agent"]  # no staging leftovers
+
+
+def test_an_agent_stored_in_float16_loads_as_float32_with_the_rounded_weights(exported):
+    before = load_agent(exported)
+    store_in_float16(exported)
+    stored = torch.load(exported / "policy.pt", weights_only=True)
+    assert {value.dtype for value in stored.values() if value.is_floating_point()} == {torch.float16}
+    after = load_agent(exported)
+    for key, value in after.policy.state_dict().items():
+        assert value.dtype == before.policy.state_dict()[key].dtype
+        assert torch.equal(value, before.policy.state_dict()[key].half().to(value.dtype))
+    target = np.zeros((32, 32, 3), np.uint8)
+    target[8:24, 12:20] = 255
+    assert after.paint(target, seed=0, greedy=True).canvas.shape == (32, 32, 3)
+    state = before.policy.state_dict()
+    state["stem.weight"][0, 0, 0, 0] = 1e6  # beyond float16's largest, 65,504
+    write_agent(exported, state, {}, before.manifest)
+    with pytest.raises(ValueError, match="beyond float16's range: keep it in float32"):
+        store_in_float16(exported)
+    assert torch.equal(load_agent(exported).policy.state_dict()["stem.weight"], state["stem.weight"])  # untouched
 
 
 @pytest.mark.parametrize(

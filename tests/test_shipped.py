@@ -30,7 +30,10 @@ SHIPPED = shipped_agents()
 GUARD = 0.04
 GLYPH_AGENT = "glyphs-pen"
 FACE_AGENT = "lfw-paint"
-CLASSES = 8  # digits among 100 of the generator's samples (#10; measured: 10 of 10 among 1,000, none above 14.2%)
+CLASSES = 8  # digits among 100 of the generator's samples (#10; measured: 10 of 10 among 1,000, none above 12.0%)
+MEGABYTES = 5  # an agent's weights: small enough to ship in git
+# The generator's LSTM of 512, which 128 underfitted (docs/RESULTS.md), is 12 MB even in float16 (24 in float32).
+MEGABYTES_BY_AGENT = {GENERATION_AGENT: 12.5}
 
 
 def test_the_default_agents_ship_first():
@@ -46,7 +49,7 @@ def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
         state = torch.load(folder / file, map_location="cpu", weights_only=True)
         assert (state or file == "discriminator.pt") and all(isinstance(value, torch.Tensor) for value in state.values())
     weights = sum(path.stat().st_size for path in folder.glob("*.pt"))
-    assert weights < 5e6
+    assert weights < MEGABYTES_BY_AGENT.get(name, MEGABYTES) * 1e6
     experiment = json.loads((folder / "experiment.json").read_text())  # the exact settings it was trained with
     assert PaintConfig.from_dict(experiment["env"]) == load_agent(folder).paint_config
     assert list((folder / "tb").glob("events.out.tfevents.*"))  # its curves: `spiral curves agents/NAME`
