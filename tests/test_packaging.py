@@ -174,7 +174,7 @@ def test_a_non_editable_install_carries_presets_agents_app_and_brushes(tmp_path)
     top = {path.name for path in target.iterdir()}
     assert top - {"bin"} == {"envs", "spiral", "app", "spiral-0.1.0.dist-info"}, top  # no tests, runs, agents/
     files = [path for path in target.rglob("*") if path.is_file()]
-    assert sum(path.stat().st_size for path in files) < 50e6  # eight shipped agents of under 5 MB, classifiers, code
+    assert sum(path.stat().st_size for path in files) < 60e6  # eight shipped agents (under 5 MB, the generator 12 MB: tests/test_shipped.py), classifiers, code
     shipped = {path.relative_to(REPO / "agents").as_posix() for path in (REPO / "agents").rglob("*")
                if path.is_file() and "__pycache__" not in path.parts and not path.name.startswith(".")}
     installed = {path.relative_to(target / "spiral" / "shipped_agents").as_posix()
