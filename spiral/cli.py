@@ -136,8 +136,13 @@ def evaluate(args: argparse.Namespace) -> None:
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
-    targets = held_out_targets(agent, args.images)
-    print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
+    if args.validation:
+        targets = validation_targets(agent, args.images)
+        print(f"{len(targets)} validation images of {agent.manifest.data.dataset} (the training split's last, "
+              f"which spiral train keeps out of training)\n")
+    else:
+        targets = held_out_targets(agent, args.images)
+        print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
     for row in evaluate_agent(agent, targets, bank=args.bank, temperature=args.temperature):
         print(row.row())
@@ -150,6 +155,25 @@ def held_out_targets(agent, count: int):
     data = agent.manifest.data
     return load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
                         limit=count).test
+
+
+def validation_targets(agent, count: int):
+    """The first ``count`` validation images of the agent's dataset (``Experiment.images("validation")``), to choose
+    between exports or settings without the test split."""
+    from spiral.datasets import load_dataset
+    from spiral.experiment import VALIDATION_IMAGES, VALIDATION_MIN_TRAIN, split_training_images
+
+    data = agent.manifest.data
+    train = load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
+                         limit=data.limit).train
+    images = split_training_images(train, "validation")
+    if len(images) == 0:
+        raise ValueError(f"{data.dataset} has no validation images: its training split has {len(train)} images, "
+                         f"fewer than the {VALIDATION_MIN_TRAIN} it needs to spare {VALIDATION_IMAGES}.")
+    if count > len(images):
+        raise ValueError(f"--validation has {len(images)} images (the training split's last, which spiral train "
+                         f"keeps out of training), so --images can be at most {len(images)}, not {count}.")
+    return images[:count]
 
 
 def gallery(args: argparse.Namespace) -> None:
@@ -474,9 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.add_argument("--temperature", type=_positive(float), default=1.0, help=TEMPERATURE_HELP)
     eval_cmd.add_argument("--validation", action="store_true",
-                          help="unconditional agents: judge samples of other seeds (SAMPLES on) against the last "
-                               "10,000 training images, not the test split: to choose between exports or settings "
-                               "and keep the test split for the final figure")
+                          help="choose on validation images and keep the test split for the final figure: a "
+                               "conditional agent paints the last 100 training images (which spiral train keeps "
+                               "out of training); an unconditional one's samples of other seeds (SAMPLES on) are "
+                               "judged against the last 10,000 training images")
     eval_cmd.set_defaults(run=evaluate)
 
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")

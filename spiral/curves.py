@@ -168,10 +168,11 @@ def default_tags(available: set[str]) -> list[str]:
 
 
 def title(tag: str) -> str:
-    """A subplot's title: what the tag means, then the tag itself so it can be asked for."""
+    """A subplot's title: what the tag means, then, below it so a one-panel figure does not cut it off, the tag
+    itself so it can be asked for."""
     component = tag.removeprefix("policy/entropy_")
     meaning = TITLES.get(tag) or (f"entropy of {component}" if component != tag else None)
-    return f"{meaning}  [{tag}]" if meaning else tag
+    return f"{meaning}\n[{tag}]" if meaning else tag
 
 
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:

@@ -235,11 +235,7 @@ class Experiment:
         data = self.data
         dataset = _load_dataset(data.dataset, self.paint_config().canvas_size, data.color, data.invert,
                                 data.limit, self.training.seed)
-        if split == "test":
-            return dataset.test
-        kept = VALIDATION_IMAGES if len(dataset.train) >= VALIDATION_MIN_TRAIN else 0
-        cut = len(dataset.train) - kept
-        return dataset.train[:cut] if split == "train" else dataset.train[cut:]
+        return dataset.test if split == "test" else split_training_images(dataset.train, split)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,6 +293,14 @@ class Experiment:
         for override in overrides:
             _apply_override(data, override)
         return Experiment.from_dict(data)
+
+
+def split_training_images(train: np.ndarray, split: str) -> np.ndarray:
+    """The ``train`` or ``validation`` part of a dataset's training split (``Experiment.images``): the last
+    ``VALIDATION_IMAGES`` are validation ones where the split has at least ``VALIDATION_MIN_TRAIN``."""
+    kept = VALIDATION_IMAGES if len(train) >= VALIDATION_MIN_TRAIN else 0
+    cut = len(train) - kept
+    return train[:cut] if split == "train" else train[cut:]
 
 
 @functools.lru_cache(maxsize=4)

@@ -50,7 +50,7 @@ def export_untrained(folder: Path, preset: str, network: NetworkConfig = TINY, *
     """An untrained agent of a preset, written as an exported agent folder (``details``: more AgentManifest fields)."""
     experiment = Experiment.from_preset(preset)
     agent = untrained_agent(experiment.paint_config(), experiment.reward.conditional, network, name=preset,
-                            data=experiment.data, **details)
+                            **{"data": experiment.data} | details)
     return write_agent(folder, agent.policy.state_dict(), {}, agent.manifest)
 
 

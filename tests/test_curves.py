@@ -6,7 +6,8 @@ from PIL import Image
 from tensorboardX import SummaryWriter
 
 from spiral.cli import main
-from spiral.curves import blank_lines, copy_scalars, default_tags, event_files, plot_curves, read_scalars, run_name
+from spiral.curves import (TITLES, Series, blank_lines, copy_scalars, default_tags, draw_curves, event_files,
+                           plot_curves, read_scalars, run_name)
 
 START = 1_000_000.0  # wall times are START + step (+ an hour after the resume): the first is step 100's
 
@@ -91,6 +92,18 @@ def test_one_axis_lays_the_curves_out_up_to_three_wide(resumed_run, tmp_path):
     out = plot_curves([resumed_run / "tb"], tmp_path / "wall.png", tags=["eval/test_l2", "env/final_l2"], x="wall")
     with Image.open(out) as image:
         assert image.size == (960, 320)
+
+
+def test_every_title_fits_in_a_one_panel_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    points = Series(np.arange(3), np.arange(3.0), np.ones(3))
+    for tag in TITLES:
+        figure = draw_curves({"run": {tag: points}}, tags=[tag], x="wall")
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        box = figure.axes[0].title.get_window_extent(canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= figure.bbox.x1, f"the title of {tag} is cut off"
 
 
 def test_an_unknown_tag_is_refused_with_the_tags_there_are(resumed_run, tmp_path):

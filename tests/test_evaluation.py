@@ -7,7 +7,8 @@ import torch
 from envs import PaintConfig, PaintEnv, Painter, Stroke, mse
 from spiral.agent import untrained_agent
 from spiral.evaluation import blank_score, evaluate, random_score, search_score
-from spiral.experiment import Experiment
+from spiral.cli import main
+from spiral.experiment import DataSettings, Experiment
 from spiral.policy import NetworkConfig
 from spiral.rewards import squared_errors
 from tests.conftest import export_untrained
@@ -102,3 +103,21 @@ def test_spiral_eval_prints_the_table(tmp_path):
                                                       "| blank canvas", "| random policy",
                                                       "| greedy search (3 strokes)",
                                                       "| teacher search (30 aimed strokes, 4 climbs)"]
+
+
+def test_spiral_eval_validation_paints_the_images_training_keeps_out(tmp_path, capsys):
+    folder = export_untrained(tmp_path / "agent", "mnist-recon")
+    main(["eval", "--agent", str(folder), "--images", "3", "--bank", "0", "--validation"])
+    out = capsys.readouterr().out
+    assert out.startswith("3 validation images of mnist (the training split's last")
+    experiment = Experiment.from_preset("mnist-recon")
+    validation = experiment.images("validation")[:3]  # what a run chooses its best/ export on
+    def blank_row(targets):  # without the time column, which varies
+        return blank_score(experiment.paint_config(), targets).row().rsplit(" | ", 1)[0]
+
+    assert blank_row(validation) in out and blank_row(experiment.images("test")[:3]) not in out
+    with pytest.raises(SystemExit, match="--images can be at most 100, not 101"):
+        main(["eval", "--agent", str(folder), "--images", "101", "--bank", "0", "--validation"])
+    small = export_untrained(tmp_path / "small", "mnist-recon", data=DataSettings(limit=64))
+    with pytest.raises(SystemExit, match="mnist has no validation images: its training split has 64 images"):
+        main(["eval", "--agent", str(small), "--images", "3", "--bank", "0", "--validation"])
