@@ -319,10 +319,11 @@ def pretrain(args: argparse.Namespace) -> None:
             raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --anneal, --lr-end, "
                              "--precision, --eval-every and --brush excepted): leave out "
                              f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
-        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, anneal_steps=args.anneal,
-                             **given)
-    elif args.corrections:
-        raise ValueError("--corrections are added to a run that has learned from demonstrations: use them with "
+        trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, programs=args.programs,
+                             anneal_steps=args.anneal, **given)
+    elif args.corrections or args.programs:
+        option = "--corrections" if args.corrections else "--programs"
+        raise ValueError(f"{option} are added to a run that has learned from its own file (--demos): use them with "
                          "--resume.")
     elif args.demos is None:
         raise ValueError("Name the demonstrations to learn from: --demos FILE (made by `spiral demos`).")
@@ -395,6 +396,10 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
                               help="with --resume: also learn from this corrections file (spiral demos --student); "
+                                   "repeatable, and remembered by the run")
+    pretrain_cmd.add_argument("--programs", action="append", default=[], metavar="FILE",
+                              help="with --resume, for a generator: also learn from this programs file of the same "
+                                   "images (e.g. spiral programs --sample --seed 1: other ways to paint them); "
                                    "repeatable, and remembered by the run")
     pretrain_cmd.add_argument("overrides", nargs="*", metavar="network.FIELD=VALUE",
                               help="change the network the demonstrations' preset names, e.g. network.hidden=256")

@@ -40,6 +40,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -230,9 +231,12 @@ class Pretrainer:
     """A pretraining run in ``run_dir``: ``Pretrainer.start`` begins one, ``Pretrainer(run_dir)`` continues it."""
 
     def __init__(self, run_dir: str | Path, demos_path: str | Path | None = None, progress: bool = True,
-                 corrections: list[str | Path] = (), anneal_steps: int | None = None, **changes: Any):
+                 corrections: list[str | Path] = (), programs: list[str | Path] = (), anneal_steps: int | None = None,
+                 **changes: Any):
         """Continue the run in ``run_dir``; ``demos_path`` points to its demonstrations where they moved,
-        ``corrections`` adds corrections files (``spiral demos --student``) to learn from from now on, and
+        ``corrections`` adds corrections files (``spiral demos --student``) to a reconstruction agent's run and
+        ``programs`` more programs files of the same images to a generator's (say sampled ones, ``spiral programs
+        --sample``: other ways to paint the same digits), to learn from from now on; the run remembers both, and
         ``changes`` sets ``RESUMABLE`` settings from now on, recorded in the run's settings: a lower ``lr``
         for a last stage settles the weights that a constant rate keeps stirring (and ends an anneal);
         ``anneal_steps`` with ``lr_end`` lowers it from ``lr`` to ``lr_end`` over that many steps from the
@@ -271,8 +275,14 @@ class Pretrainer:
         self.conditional = self.experiment.reward.conditional
         if corrections and not self.conditional:
             raise ValueError("Corrections label a reconstruction agent's states; a generator cloned from programs "
-                             "learns from its programs file alone.")
-        self.corrections = self._corrections(corrections, run_file)
+                             "learns from programs files: add them with --programs.")
+        if programs and self.conditional:
+            raise ValueError("More programs files teach a generator; a reconstruction agent learns from "
+                             "demonstrations and corrections (--corrections).")
+        self.corrections = self._added_files("corrections", corrections, read_demonstrations,
+                                             lambda file: self._check_correction(file, run_file))
+        self.more_programs = self._added_files("programs", programs, lambda path: read_programs(path).demonstrations(),
+                                               lambda file: self._check_more_programs(file, run_file))
         experiment_file, experiment_json = self.run_dir / "experiment.json", self.experiment.to_json()
         if not experiment_file.is_file() or experiment_file.read_text() != experiment_json:  # new, or a new brush
             write_file(experiment_file, lambda path: path.write_text(experiment_json))
@@ -288,7 +298,7 @@ class Pretrainer:
             self._restore()
         # Held-out images are kept out of training in every file; the held-out NLL is measured on the search's
         # own demonstrations (rows of the first file), comparable from the first step to the last.
-        held_out, files = set(self.record["held_out"]), [self.demos, *self.corrections]
+        held_out, files = set(self.record["held_out"]), [self.demos, *self.corrections, *self.more_programs]
         indices = [(number, index) for number, file in enumerate(files) for index in file.indices]
         self.train_rows = np.array([row for row, (_, index) in enumerate(indices) if index not in held_out], np.int64)
         self.held_rows = np.array([row for row, (number, index) in enumerate(indices)
@@ -309,18 +319,29 @@ class Pretrainer:
 
         self.writer = SummaryWriter(str(self.run_dir / "tb"))
 
-    def _corrections(self, added: list[str | Path], run_file: Path) -> list[Demonstrations]:
-        """The run's corrections files, with ``added`` ones checked and recorded in ``pretrain.json``."""
-        known = list(self.record.get("corrections", []))
+    def _added_files(self, key: str, added: list[str | Path], read: Callable[[Path], Demonstrations],
+                     check: Callable[[Demonstrations], None]) -> list[Demonstrations]:
+        """The files the run learns from beside its own (``pretrain.json``'s ``key``), with ``added`` ones read,
+        checked and recorded."""
+        known = list(self.record.get(key, []))
         new = [str(Path(path).resolve()) for path in added if str(Path(path).resolve()) not in known]
-        files = [read_demonstrations(path) for path in known + new]
+        files = [read(Path(path)) for path in known + new]
         for file in files:
-            if file.student is None:
-                raise ValueError(f"{file.path} is not a corrections file: make one with `spiral demos --student AGENT`.")
-            _check_same_kind(file, self.record, run_file)
+            check(file)
         if new:
-            self._record(corrections=known + new)
+            self._record(**{key: known + new})
         return files
+
+    def _check_correction(self, file: Demonstrations, source: Path) -> None:
+        if file.student is None:
+            raise ValueError(f"{file.path} is not a corrections file: make one with `spiral demos --student AGENT`.")
+        _check_same_kind(file, self.record, source)
+
+    def _check_more_programs(self, file: Demonstrations, source: Path) -> None:
+        """Programs of the same images in the same action space; painted greedily or sampled, by any agent."""
+        if Path(file.path).resolve() == Path(self.demos.path).resolve():
+            raise ValueError(f"{file.path} is the run's own programs file: --programs adds other ones.")
+        _check_same_kind(file, self.record, source, keys=("preset", "env", "data"))
 
     def _record(self, **changes) -> None:
         """Change entries of ``pretrain.json`` (atomically)."""
@@ -496,10 +517,11 @@ def _action_space(config: PaintConfig) -> tuple[tuple[str, ...], tuple[int, ...]
     return codec.names, tuple(codec.nvec.tolist())
 
 
-def _check_same_kind(demos: Demonstrations, record: dict[str, Any], source: Path) -> None:
-    """Refuse a demonstrations file made with other settings than the run's."""
+def _check_same_kind(demos: Demonstrations, record: dict[str, Any], source: Path,
+                     keys: tuple[str, ...] = ("preset", "env", "data", "search")) -> None:
+    """Refuse a demonstrations file made with other settings (``keys`` of its header) than the run's."""
     made = record["demonstrations_header"]
-    different = [key for key in made if demos.header.get(key) != made[key]]
+    different = [key for key in keys if key in made and demos.header.get(key) != made[key]]
     if different:
         raise ValueError(f"{demos.path} was made with other {', '.join(different)} than the demonstrations of the "
                          f"run in {source.parent}: continue it on its own file ({record['demonstrations']}).")

@@ -19,7 +19,7 @@ from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
 import spiral.policy
 from spiral.pretrain import Pretrainer, PretrainSettings, nll, replay
-from spiral.programs import generate_programs
+from spiral.programs import generate_programs, read_programs
 from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
 
@@ -390,6 +390,40 @@ def test_a_generator_clones_an_agents_programs_and_paints_from_scratch(preset, t
 
     main(["pretrain", "--demos", str(programs), "--out", str(tmp_path / "cli"), "--steps", "1", "--batch", "4"])
     assert "agent:" in capsys.readouterr().out and not load_agent(tmp_path / "cli" / "agent").conditional
+
+
+def test_a_generator_learns_from_more_programs_of_the_same_images(preset, demos_file, tmp_path):
+    painter = untrained_agent(preset.paint_config(), conditional=True, network=preset.network_config(), name="tiny")
+    folder = write_agent(tmp_path / "painter", painter.policy.state_dict(), {}, painter.manifest)
+    greedy, sampled = tmp_path / "greedy.jsonl", tmp_path / "sampled.jsonl"
+    generate_programs(folder, "mnist", greedy, count=24, progress=False)
+    generate_programs(folder, "mnist", sampled, count=24, greedy=False, seed=1, progress=False)
+    trainer = Pretrainer.start(greedy, tmp_path / "run", PretrainSettings(batch=4, held_out=0.25), progress=False)
+    trainer.run(steps=1)
+    trainer.close()
+    with pytest.raises(ValueError, match="is the run's own programs file"):
+        Pretrainer(tmp_path / "run", progress=False, programs=[greedy])
+    with pytest.raises(ValueError, match="Not a spiral programs file"):
+        Pretrainer(tmp_path / "run", progress=False, programs=[demos_file])
+    Pretrainer.start(demos_file, tmp_path / "reconstruction", PretrainSettings(batch=4), progress=False).close()
+    with pytest.raises(ValueError, match="More programs files teach a generator"):
+        Pretrainer(tmp_path / "reconstruction", progress=False, programs=[sampled])
+    resumed = Pretrainer(tmp_path / "run", progress=False, programs=[sampled])
+    held_out = set(resumed.record["held_out"])
+    assert len(held_out) == 6 and len(resumed.held_rows) == 6  # measured on the run's own programs alone
+    assert len(resumed.train_rows) == 2 * 18 and len(resumed.episodes.final_mse) == 48  # both files, held-out out
+    painted = read_programs(sampled)
+    kept = [record.mse for record in painted.records if record.index not in held_out]
+    assert np.allclose(resumed.episodes.final_mse[resumed.train_rows[18:]], kept)
+    assert any(not np.array_equal(extra.actions, own.actions)  # other strokes for the same digits
+               for extra, own in zip(resumed.more_programs[0].demos, resumed.demos.demos))
+    resumed.run(steps=1)
+    resumed.close()
+    again = Pretrainer(tmp_path / "run", progress=False)  # remembered
+    assert [Path(file.path) for file in again.more_programs] == [sampled.resolve()] and again.step == 2
+    again.close()
+    with pytest.raises(SystemExit, match="--programs are added to a run that has learned from its own file"):
+        main(["pretrain", "--demos", str(greedy), "--out", str(tmp_path / "cli"), "--programs", str(sampled)])
 
 
 def test_pretraining_resumes_from_its_checkpoint(demos_file, tmp_path):
