@@ -107,6 +107,11 @@ class TrainingSettings:
     # summed over the components, which holds what pretraining taught while a young discriminator
     # gives noisy rewards (SPIRAL++'s concern; RL from scratch collapses within 20k steps here).
     anchor_kl: float = 0.0
+    # For the first critic_warmup_steps env steps the policy holds still (no gradient reaches its torso
+    # or its action heads) while the discriminator and the value head learn from its canvases: a
+    # pretrained policy then meets a critic that already tells its canvases from real ones, and
+    # advantages from a value head that knows its returns, instead of a young critic's noise.
+    critic_warmup_steps: int = 0
     # The arithmetic of the learner's policy forward and backward: "float32", or "bfloat16" (autocast;
     # where the CPU or GPU has bf16 arithmetic, which the learner checks when it starts). Env runners
     # sample in float32 either way, so V-trace's importance ratios see the learner's rounding only.
@@ -366,7 +371,7 @@ LIMITS: dict[str, Range | OneOf] = {
     "training.vf_loss_coeff": NON_NEGATIVE, "training.grad_clip": POSITIVE, "training.batch_episodes": COUNT,
     "training.num_env_runners": NON_NEGATIVE,  # 0: one per CPU but one
     "training.envs_per_env_runner": COUNT, "training.iterations": COUNT, "training.time_budget_s": POSITIVE,
-    "training.seed": NON_NEGATIVE,
+    "training.seed": NON_NEGATIVE, "training.critic_warmup_steps": NON_NEGATIVE,
     "checkpoint.every": COUNT, "checkpoint.keep": COUNT, "checkpoint.image_every": COUNT,
 }
 # Where a type hint says less than the setting accepts: PaintConfig takes one int for a square canvas.

@@ -271,6 +271,42 @@ def test_training_starts_from_the_agent_on_the_learner_and_the_env_runners(local
         resumed.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_during_the_critic_warm_up_only_the_discriminator_and_the_value_head_learn(local_ray, pretrained, tmp_path):
+    """training.critic_warmup_steps: the pretrained policy's torso and action heads hold still, bit for bit,
+    while the discriminator and the value head learn from its canvases."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from spiral.rllib.module import DISCRIMINATOR_ID
+    from spiral.rllib.trainer import Trainer
+
+    with pytest.raises(ValueError, match="training.critic_warmup_steps must be an integer >= 0"):
+        smoke("training.critic_warmup_steps=-1")
+    experiment = smoke(f'training.init_from="{pretrained}"', "training.anchor_kl=0.1",
+                       "training.critic_warmup_steps=1000000")
+    expected = load_agent(pretrained).policy.state_dict()
+    trainer = Trainer.start(experiment, tmp_path, "run")
+    try:
+        critic = {key: torch.as_tensor(value).clone() for key, value in
+                  trainer.algo.learner_group.get_weights([DISCRIMINATOR_ID])[DISCRIMINATOR_ID].items()}
+        history = []
+        trainer.run(2, progress=False, on_iteration=lambda iteration, result: history.append(result))
+        updates = [result["learners"][DEFAULT_MODULE_ID] for result in history
+                   if DEFAULT_MODULE_ID in result.get("learners", {})]
+        assert updates and all(float(update["critic_warmup"]) == 1.0 for update in updates), updates
+        weights = trainer.algo.learner_group.get_weights([DEFAULT_MODULE_ID, DISCRIMINATOR_ID])
+        learned = {key: torch.as_tensor(value) for key, value in weights[DEFAULT_MODULE_ID].items()}
+        held = {key: value for key, value in expected.items() if not key.startswith("value_head.")}
+        assert_weights_equal({key: value for key, value in learned.items()
+                              if not key.startswith("net.value_head.")}, held)
+        assert not torch.equal(learned["net.value_head.weight"], expected["value_head.weight"])
+        assert any(not torch.equal(torch.as_tensor(value), critic[key])
+                   for key, value in weights[DISCRIMINATOR_ID].items())
+    finally:
+        trainer.stop()
+
+
 @pytest.mark.skipif(not bfloat16_supported(torch.device("cpu")), reason="this CPU has no bf16 arithmetic")
 def test_under_bfloat16_the_anchor_is_rounded_as_the_policy_is(pretrained):
     """training.precision = "bfloat16": the anchor's logits go through the same rounding as the policy's,

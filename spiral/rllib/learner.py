@@ -4,7 +4,8 @@ Every update (1) replaces the batch's rewards, whatever the environment returned
 policy's rewards (``spiral.rewards``) made from its canvases with the *current* discriminator,
 (2) runs IMPALA's V-trace loss on them, with per-component entropy bonuses and floors instead
 of one entropy coefficient, and (3) trains the discriminator on real images against the batch's
-final canvases (through a replay of recent fakes).
+final canvases (through a replay of recent fakes). For ``training.critic_warmup_steps`` env steps
+the policy holds still while the discriminator and the value head learn.
 
 Batch layout (RLlib 2.60, stateful module, one episode per row): every column is (B, T) with
 T = episode_length + 1, because IMPALA appends the final observation as an extra, loss-masked
@@ -21,6 +22,9 @@ from ray.rllib.algorithms.appo.torch.appo_torch_learner import APPOTorchLearner
 from ray.rllib.algorithms.impala.torch.impala_torch_learner import IMPALATorchLearner
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import Learner
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from spiral.discriminator import FakeReplay, replayed_loss
 from spiral.experiment import Experiment
@@ -57,6 +61,7 @@ class SpiralLearnerMixin:
         # Population-based training scales every entropy coefficient by this (spiral.rllib.pbt).
         self.entropy_scale = float(self.config.learner_config_dict.get("entropy_scale", 1.0))
         self.reward_scale = RunningScale()
+        self.env_steps_sampled = 0  # the run's, as the algorithm counts them (resumed runs included)
         autocast(self.experiment.training.precision, self._device)  # bf16 on a device without it: refused now
 
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
@@ -71,6 +76,11 @@ class SpiralLearnerMixin:
             params=params, lr_or_lr_schedule=settings.lr,
         )
 
+    @override(Learner)
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self.env_steps_sampled = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)
+
     @property
     def discriminator(self) -> torch.nn.Module:
         return self.module[DISCRIMINATOR_ID].unwrapped().net
@@ -82,7 +92,7 @@ class SpiralLearnerMixin:
         if self.experiment.reward.mode in DISCRIMINATOR_MODES:
             losses[DISCRIMINATOR_ID] = self.discriminator_update_loss(policy_batch)
         else:  # nothing to judge: no forward, no gradient penalty, weights left as they are
-            losses[DISCRIMINATOR_ID] = self.idle_discriminator_loss()
+            losses[DISCRIMINATOR_ID] = zero_gradients(self.discriminator)
         return losses
 
     # -- rewards -----------------------------------------------------------------------------
@@ -113,15 +123,6 @@ class SpiralLearnerMixin:
 
     # -- the discriminator -------------------------------------------------------------------
 
-    def idle_discriminator_loss(self) -> torch.Tensor:
-        """A loss of exactly 0 that reaches every parameter of the discriminator.
-
-        RLlib's optimiser step wants a gradient tensor for every parameter it holds, so an unused
-        module cannot simply be left out of the losses: zero gradients leave Adam's moments, and
-        so the weights, unchanged, at the cost of a sum instead of a forward and a double backward.
-        """
-        return sum(parameter.sum() for parameter in self.discriminator.parameters()) * 0.0
-
     def discriminator_update_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The discriminator's loss on real images vs. recent final canvases (``replayed_loss``)."""
         settings, reward = self.experiment.discriminator, self.experiment.reward
@@ -140,9 +141,13 @@ class SpiralLearnerMixin:
     # -- the policy's loss: IMPALA's, with per-component entropy ------------------------------
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-        loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         training = self.experiment.training
         net = self.module[module_id].unwrapped().net
+        warming_up = self.env_steps_sampled < training.critic_warmup_steps
+        if warming_up:  # no gradient reaches the torso or the action heads: only the value head learns
+            fwd_out = {**fwd_out, Columns.ACTION_DIST_INPUTS: fwd_out[Columns.ACTION_DIST_INPUTS].detach(),
+                       Columns.EMBEDDINGS: fwd_out[Columns.EMBEDDINGS].detach()}
+        loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         mask = batch[Columns.LOSS_MASK].float()
         entropies = net.entropies(fwd_out[Columns.ACTION_DIST_INPUTS])  # (B, T, components)
         entropies = (entropies * mask[..., None]).sum((0, 1)) / mask.sum().clamp(min=1)
@@ -160,7 +165,19 @@ class SpiralLearnerMixin:
             divergence = (divergence * mask).sum() / mask.sum().clamp(min=1)
             self.metrics.log_dict({"anchor_kl": divergence.item()}, key=module_id, window=1)
             loss = loss + training.anchor_kl * divergence
-        return loss
+        self.metrics.log_dict({"critic_warmup": float(warming_up)}, key=module_id, window=1)
+        return loss + zero_gradients(net) if warming_up else loss
+
+
+def zero_gradients(module: torch.nn.Module) -> torch.Tensor:
+    """A loss of exactly 0 that reaches every parameter of ``module``.
+
+    RLlib's optimiser step wants a gradient tensor for every parameter it holds, so a module (or
+    part of one) that must not learn cannot simply be left out of the losses: zero gradients leave
+    Adam's moments, and so the weights, unchanged (an idle discriminator, a policy during the
+    critic's warm-up), at the cost of a sum instead of a forward and a backward.
+    """
+    return sum(parameter.sum() for parameter in module.parameters()) * 0.0
 
 
 class SpiralImpalaLearner(SpiralLearnerMixin, IMPALATorchLearner):
