@@ -191,9 +191,11 @@ def score_caption(episode: dict, how: str) -> str:
 def paint_page(source: str) -> None:
     seed = st.sidebar.number_input("Seed", 0, 10**6, 0, key="seed")
     greedy = st.sidebar.toggle("Greedy (most likely strokes)", key="greedy")
+    own = 1.0 if source == AUTOMATIC else cached_agent(source).temperature  # a generator may ship with a lower one
     temperature = 1.0 if greedy else st.sidebar.slider(
-        "Temperature", 0.5, 1.5, 1.0, 0.05, key="temperature",
-        help="1 samples the strokes as the agent learned them; lower is likelier and less varied, higher wilder.")
+        "Temperature", 0.5, 1.5, own, 0.05, key="temperature",
+        help=f"1 samples the strokes as the agent learned them; lower is likelier and less varied, higher wilder. "
+             f"This agent's own: {own:g}.")
     sampled = "" if temperature == 1 else f", temperature {temperature:g}"
     if source == AUTOMATIC or cached_agent(source).conditional:
         st.subheader("Reconstruct")

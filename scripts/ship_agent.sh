@@ -2,12 +2,25 @@
 # Ship a run's agent with the project: agents/NAME gets one of its exports (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
 # TensorBoard logs (so `spiral curves agents/NAME` redraws its curves).
-# Usage: scripts/ship_agent.sh RUN NAME [agent|best] [--float16]   (default: best where the run has one)
+# Usage: scripts/ship_agent.sh RUN NAME [agent|best] [--float16] [--temperature T]   (default: best where the run has one)
 # --float16 stores the policy's weights in float16, half the bytes (spiral.agent.store_in_float16): for a large
 # network; measure the shipped folder afterwards, since it is the rounded weights.
+# --temperature T: the agent's samples are drawn at T unless a caller names another (spiral.agent.set_temperature);
+# choose it with `spiral eval --validation --temperature`, never on the test split.
 set -euo pipefail
 half=false
-if [[ "${*: -1}" == --float16 ]]; then half=true; set -- "${@:1:$#-1}"; fi
+temperature=""
+positional=()
+while (($#)); do
+  case "$1" in
+    --float16) half=true ;;
+    --temperature) temperature=${2:?--temperature needs a value}; shift ;;
+    --*) echo "unknown option $1 (the options: --float16, --temperature T)" >&2; exit 1 ;;
+    *) positional+=("$1") ;;
+  esac
+  shift
+done
+set -- "${positional[@]}"
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +40,10 @@ cp "$run/experiment.json" "$staging/"
 if $half; then
   "$root/.venv/bin/python" -c 'import sys; from spiral.agent import store_in_float16; store_in_float16(sys.argv[1])' \
     "$staging"
+fi
+if [[ -n "$temperature" ]]; then
+  "$root/.venv/bin/python" -c 'import sys; from spiral.agent import set_temperature; set_temperature(sys.argv[1], float(sys.argv[2]))' \
+    "$staging" "$temperature" || { rm -rf "$staging"; echo "--temperature is a number > 0, got $temperature" >&2; exit 1; }
 fi
 "$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
   "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size

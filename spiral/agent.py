@@ -12,8 +12,8 @@ An exported agent is a folder of plain files that anyone can inspect:
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from envs import PaintConfig, PaintEnv, Program
 from envs.storage import write_file, write_folder
 from spiral.images import flatten
 from spiral.manifest import AgentManifest
-from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size
+from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size, check_temperature
 
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 
@@ -64,6 +64,11 @@ class Agent:
     def conditional(self) -> bool:
         return self.policy.conditional
 
+    @property
+    def temperature(self) -> float:
+        """The temperature its sampled paintings are drawn at unless a caller names another (agent.json's)."""
+        return self.manifest.temperature
+
     def prepare_target(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so.
 
@@ -84,12 +89,14 @@ class Agent:
 
     @torch.no_grad()
     def paint(self, target: np.ndarray | Image.Image | None = None, seed: int | None = None,
-              greedy: bool = False, temperature: float = 1.0) -> Episode:
+              greedy: bool = False, temperature: float | None = None) -> Episode:
         """Paint one episode; conditional agents need a ``target`` (any size: it is resized).
 
         ``greedy`` takes each head's likeliest choice; otherwise the strokes are sampled at
-        ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``).
+        ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``), by default
+        the agent's own (``self.temperature``).
         """
+        temperature = self.temperature if temperature is None else temperature
         check_temperature(temperature)
         if self.conditional and target is None:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")
@@ -116,14 +123,6 @@ class Agent:
             return Episode(env.program, frames, prepared, l2, actions)
         finally:
             env.close()
-
-
-def check_temperature(temperature: float) -> None:
-    """Refuse a sampling temperature that is not a finite number > 0 (0 would be greedy: say so)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"The sampling temperature must be a finite number > 0 (greedy is its limit at 0), "
-                         f"got {temperature!r}.")
 
 
 @contextmanager
@@ -159,6 +158,15 @@ def store_in_float16(folder: str | Path) -> None:
     if not all(torch.isfinite(value).all() for value in halved.values() if value.is_floating_point()):
         raise ValueError(f"{path} holds weights beyond float16's range: keep it in float32.")
     write_file(path, lambda staging: torch.save(halved, staging))
+
+
+def set_temperature(folder: str | Path, temperature: float) -> None:
+    """Rewrite an agent folder's ``agent.json`` so that its sampled paintings are drawn at ``temperature`` unless a
+    caller names another (``spiral paint``, ``spiral eval``, the app): for a generator shipped with the temperature
+    chosen on validation (``spiral eval --validation --temperature``; ``scripts/ship_agent.sh --temperature``)."""
+    path = Path(folder) / "agent.json"
+    manifest = dataclasses.replace(AgentManifest.read(path), temperature=temperature)  # checked in __post_init__
+    write_file(path, lambda staging: staging.write_text(json.dumps(manifest.to_dict(), indent=2)))
 
 
 def load_agent(path: str | Path) -> Agent:

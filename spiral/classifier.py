@@ -351,9 +351,10 @@ def evaluate_samples(classifier: Classifier, samples: np.ndarray, real: np.ndarr
 
 
 def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.ndarray, samples: int,
-                       greedy: bool = False, temperature: float = 1.0, first_seed: int = 0,
+                       greedy: bool = False, temperature: float | None = None, first_seed: int = 0,
                        split: str = "test") -> SampleReport:
-    """Paint ``samples`` images with the agent (seeds ``first_seed`` on, at ``temperature``) and judge them
+    """Paint ``samples`` images with the agent (seeds ``first_seed`` on, at ``temperature``, by default the
+    agent's own) and judge them
     against ``real_images`` of ``split``.
 
     An agent trained with ``data.invert`` paints black on white; its canvases are flipped back

@@ -136,44 +136,39 @@ def evaluate(args: argparse.Namespace) -> None:
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
+    targets = scored_targets(agent, args.images, validation=args.validation)
     if args.validation:
-        targets = validation_targets(agent, args.images)
         print(f"{len(targets)} validation images of {agent.manifest.data.dataset} (the training split's last, "
               f"which spiral train keeps out of training)\n")
     else:
-        targets = held_out_targets(agent, args.images)
         print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
-    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=args.temperature):
+    temperature = agent.temperature if args.temperature is None else args.temperature
+    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature):
         print(row.row())
 
 
-def held_out_targets(agent, count: int):
-    """The first ``count`` test images of the agent's dataset, as it was trained to see them."""
-    from spiral.datasets import load_dataset
-
-    data = agent.manifest.data
-    return load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
-                        limit=count).test
-
-
-def validation_targets(agent, count: int):
-    """The first ``count`` validation images of the agent's dataset (``Experiment.images("validation")``), to choose
-    between exports or settings without the test split."""
+def scored_targets(agent, count: int, validation: bool = False):
+    """The first ``count`` test images of the agent's dataset, as it was trained to see them; with ``validation``, its
+    first ``count`` validation images instead (``Experiment.images("validation")``: the training split's last, which
+    spiral train keeps out of training), to choose between exports or settings without the test split."""
     from spiral.datasets import load_dataset
     from spiral.experiment import VALIDATION_IMAGES, VALIDATION_MIN_TRAIN, split_training_images
 
     data = agent.manifest.data
-    train = load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
-                         limit=data.limit).train
-    images = split_training_images(train, "validation")
-    if len(images) == 0:
-        raise ValueError(f"{data.dataset} has no validation images: its training split has {len(train)} images, "
-                         f"fewer than the {VALIDATION_MIN_TRAIN} it needs to spare {VALIDATION_IMAGES}.")
-    if count > len(images):
-        raise ValueError(f"--validation has {len(images)} images (the training split's last, which spiral train "
-                         f"keeps out of training), so --images can be at most {len(images)}, not {count}.")
-    return images[:count]
+    images = load_dataset(data.dataset, agent.paint_config.canvas_size, color=data.color, invert=data.invert,
+                          limit=data.limit if validation else count)  # validation: the training split as trained on
+    if not validation:
+        return images.test
+    validation_images = split_training_images(images.train, "validation")
+    if len(validation_images) == 0:
+        raise ValueError(f"{data.dataset} has no validation images: its training split has {len(images.train)} "
+                         f"images, fewer than the {VALIDATION_MIN_TRAIN} it needs to spare {VALIDATION_IMAGES}.")
+    if count > len(validation_images):
+        raise ValueError(f"--validation has {len(validation_images)} images (the training split's last, which spiral "
+                         f"train keeps out of training), so --images can be at most {len(validation_images)}, "
+                         f"not {count}.")
+    return validation_images[:count]
 
 
 def gallery(args: argparse.Namespace) -> None:
@@ -182,7 +177,7 @@ def gallery(args: argparse.Namespace) -> None:
     from spiral.gallery import write_gallery
 
     agent = load_agent(args.agent)
-    targets = held_out_targets(agent, args.count) if agent.conditional else None
+    targets = scored_targets(agent, args.count) if agent.conditional else None
     _report(write_gallery(agent, args.out, targets, count=args.count, greedy=not args.sampled))
 
 
@@ -221,11 +216,13 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     split, real = (("training", images.train[-GENERATOR_VALIDATION_IMAGES:]) if args.validation
                    else ("test", images.test))
     first_seed = args.samples if args.validation else 0
-    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=args.temperature,
+    temperature = agent.temperature if args.temperature is None else args.temperature
+    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=temperature,
                            first_seed=first_seed, split=split)
     print(f"judge: {_shown(Path(judge.path).resolve())} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
-    temperature = f", temperature {args.temperature:g}" if args.temperature != 1 else ""
-    print(f"{args.samples} samples (seeds {first_seed} to {first_seed + args.samples - 1}{temperature}) against "
+    shown = "" if temperature == 1 else f", temperature {temperature:g}" + (
+        " (the agent's own)" if args.temperature is None else "")
+    print(f"{args.samples} samples (seeds {first_seed} to {first_seed + args.samples - 1}{shown}) against "
           f"{len(real)} {'held-out' if split == 'test' else 'training'} images of {dataset}\n")
     print(report.markdown())
 
@@ -255,8 +252,9 @@ def _report(paths: dict[str, Path]) -> None:
         print(f"{kind:4s} {path}")
 
 
-TEMPERATURE_HELP = ("sample the strokes at this temperature (default 1: the policy's own distribution; below 1: "
-                    "likelier, less varied strokes)")
+TEMPERATURE_HELP = ("sample the strokes at this temperature (default: the agent's own, agent.json's temperature, 1 "
+                    "unless it was shipped with another; 1 is the policy's own distribution; below 1: likelier, less "
+                    "varied strokes)")
 
 
 def _positive(kind: type):
@@ -474,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--out", default="output")
     paint_cmd.add_argument("--seed", type=_at_least(0), default=0)
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
-    paint_cmd.add_argument("--temperature", type=_positive(float), default=1.0, help=TEMPERATURE_HELP)
+    paint_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
 
@@ -501,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="unconditional agents: paintings to judge (default 100)")
     eval_cmd.add_argument("--classifier", metavar="DIR",
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
-    eval_cmd.add_argument("--temperature", type=_positive(float), default=1.0, help=TEMPERATURE_HELP)
+    eval_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
     eval_cmd.add_argument("--validation", action="store_true",
                           help="choose on validation images and keep the test split for the final figure: a "
                                "conditional agent paints the last 100 training images (which spiral train keeps "

@@ -19,7 +19,7 @@ from typing import Any
 from envs import ActionCodec, PaintConfig
 from envs.storage import FileFormat
 from spiral.experiment import DataSettings, RewardSettings
-from spiral.policy import NetworkConfig
+from spiral.policy import NetworkConfig, check_temperature
 
 AGENT_FORMAT = FileFormat("spiral-agent", 1, "spiral agent manifest")
 
@@ -61,6 +61,12 @@ class AgentManifest:
     reward: RewardSettings | None = None
     discriminator: DiscriminatorRecord | None = None
     training: TrainingRecord | None = None  # None: never trained (random strokes)
+    # The temperature its sampled paintings are drawn at unless a caller names another (spiral.agent):
+    # 1 is the policy's own distribution; a generator may ship with a lower one chosen on validation.
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -87,6 +93,7 @@ class AgentManifest:
             "action_nvec": list(self.action_nvec),
             "conditional": self.conditional,
             **{key: plain(getattr(self, key)) for key in ("data", "reward", "discriminator", "training")},
+            "temperature": self.temperature,
         })
 
     @classmethod

@@ -44,6 +44,14 @@ MAX_FEATURE_MAP = 2**26  # channels x input_size**2: 256 MB of float32 per image
 MAX_RES_BLOCKS = 100  # each is a module to build: a million of them take minutes before any check
 
 
+def check_temperature(temperature: float) -> None:
+    """Refuse a sampling temperature that is not a finite number > 0 (0 would be greedy: say so)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"The sampling temperature must be a finite number > 0 (greedy is its limit at 0), "
+                         f"got {temperature!r}.")
+
+
 def bfloat16_supported(device: torch.device) -> bool:
     """Whether ``device`` has bf16 arithmetic: a GPU that supports it, a CPU with oneDNN's bf16 kernels
     (AVX-512 BF16 or AMX); elsewhere bf16 autocast is emulated, and slower than float32."""

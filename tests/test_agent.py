@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from envs import PaintConfig, Program
-from spiral.agent import load_agent, store_in_float16, untrained_agent, write_agent
+from spiral.agent import load_agent, set_temperature, store_in_float16, untrained_agent, write_agent
 from spiral.experiment import DataSettings
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
@@ -45,14 +45,40 @@ def test_an_exported_agent_paints_a_target_of_any_size_reproducibly(exported):
 
 def test_a_temperature_of_one_samples_the_policy_and_near_zero_is_greedy():
     agent = load_agent(AGENTS_DIR / GENERATION_AGENT)
-    default = [agent.paint(seed=seed).actions for seed in range(3)]
-    assert [agent.paint(seed=seed, temperature=1.0).actions for seed in range(3)] == default  # bit for bit
+    default = [agent.paint(seed=seed, temperature=1.0).actions for seed in range(3)]
+    assert [agent.paint(seed=seed, temperature=1).actions for seed in range(3)] == default  # bit for bit
     greedy = agent.paint(greedy=True).actions
     assert all(agent.paint(seed=seed, temperature=1e-3).actions == greedy for seed in range(3))
     assert [agent.paint(seed=seed, temperature=2.0).actions for seed in range(3)] != default
     for bad in (0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
             agent.paint(seed=0, temperature=bad)
+
+
+def test_an_agent_samples_at_its_own_temperature_unless_told_otherwise(tmp_path):
+    """agent.json's temperature (set_temperature, scripts/ship_agent.sh --temperature) is what paint() samples at
+    by default; a caller's temperature wins; a bad one is refused and the folder left as it was."""
+    agent = untrained_agent(CONFIG, conditional=False, network=TINY)
+    folder = write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, agent.manifest)
+    assert load_agent(folder).temperature == 1.0
+    set_temperature(folder, 0.5)
+    cooled = load_agent(folder)
+    assert cooled.temperature == 0.5 and json.loads((folder / "agent.json").read_text())["temperature"] == 0.5
+    own = [cooled.paint(seed=seed).actions for seed in range(4)]
+    assert own == [cooled.paint(seed=seed, temperature=0.5).actions for seed in range(4)]
+    assert own != [cooled.paint(seed=seed, temperature=1.0).actions for seed in range(4)]
+    before = (folder / "agent.json").read_bytes()
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            set_temperature(folder, bad)
+    assert (folder / "agent.json").read_bytes() == before
+    document = json.loads(before) | {"temperature": 0}
+    (folder / "agent.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="field 'AgentManifest' is invalid: The sampling temperature must be"):
+        load_agent(folder)
+    (folder / "agent.json").write_text(json.dumps(document | {"temperature": "cold"}))
+    with pytest.raises(ValueError, match="field 'temperature' must be a number, got 'cold'"):
+        load_agent(folder)
 
 
 def test_conditional_agents_need_a_target_and_unconditional_ones_refuse_one(exported):

@@ -14,7 +14,8 @@ from spiral.experiment import Experiment
 from spiral.manifest import TrainingRecord
 from app.agents import AUTOMATIC
 from app.pictures import replay_gif
-from spiral.shipped import GENERATION_AGENT, PHOTO_AGENT, RECONSTRUCTION_AGENT
+from spiral.agent import load_agent
+from spiral.shipped import AGENTS_DIR, GENERATION_AGENT, PHOTO_AGENT, RECONSTRUCTION_AGENT
 from tests.conftest import export_untrained
 
 APP = str(Path(__file__).resolve().parent.parent / "app" / "spiral_app.py")
@@ -208,6 +209,9 @@ def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
     app = start()
     app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
     app.slider(key="samples").set_value(2).run()
+    own = load_agent(AGENTS_DIR / GENERATION_AGENT).temperature  # the slider starts at the agent's own
+    assert app.sidebar.slider(key="temperature").value == own and f"This agent's own: {own:g}" in \
+        app.sidebar.slider(key="temperature").help
     before = [image.value for image in app.image]
     app.sidebar.slider(key="temperature").set_value(0.6).run()
     assert not app.exception

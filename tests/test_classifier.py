@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from spiral.agent import load_agent
+from spiral.agent import load_agent, set_temperature
 from spiral.classifier import (CLASSIFIER_FORMAT, DEFAULT_DIR, GENERATOR_VALIDATION_IMAGES, Classifier, accuracy,
                                class_histogram, confident_share, evaluate_generator, evaluate_samples,
                                frechet_distance, gaussian_frechet_distance, load_classifier, save_classifier,
@@ -193,6 +193,21 @@ def test_spiral_eval_validates_on_other_seeds_against_training_digits(generator_
     assert "| confident (p ≥ 0.9) | {:.1%} | {:.1%} |".format(*shares) in out
     first_seeds = evaluate_generator(agent, shipped.classifier, tail, samples=4)  # seeds 0 to 3: other paintings
     assert first_seeds.generated.frechet_distance != report.generated.frechet_distance
+
+
+def test_spiral_eval_samples_at_the_agents_own_temperature_and_says_so(generator_agent, shipped, capsys):
+    set_temperature(generator_agent, 0.7)
+    main(["eval", "--agent", str(generator_agent), "--samples", "4"])
+    out = capsys.readouterr().out
+    assert "4 samples (seeds 0 to 3, temperature 0.7 (the agent's own)) against" in out
+    agent = load_agent(generator_agent)
+    test = load_dataset("mnist", 64).test
+    own, named = (evaluate_generator(agent, shipped.classifier, test, samples=4, temperature=temperature)
+                  for temperature in (None, 0.7))
+    assert own.generated.frechet_distance == named.generated.frechet_distance
+    assert f"| confident (p ≥ 0.9) | {own.generated.confident_share:.1%} |" in out
+    main(["eval", "--agent", str(generator_agent), "--samples", "4", "--temperature", "1"])
+    assert "4 samples (seeds 0 to 3) against" in capsys.readouterr().out  # told otherwise: at 1
 
 
 def test_spiral_eval_says_how_to_make_a_missing_classifier(generator_agent, tmp_path):
