@@ -49,7 +49,7 @@ done
 mkdir -p "$out/mnist-pen-gen"
 $spiral eval --agent agents/mnist-pen-gen --samples 1000 | tee "$out/mnist-pen-gen/eval.md"
 $spiral gallery --agent agents/mnist-pen-gen --out "$out/mnist-pen-gen" --count 32 --sampled
-$spiral curves agents/mnist-pen-gen --x wall --out "$out/mnist-pen-gen/curves.png"
+$spiral curves agents/mnist-pen-gen --out "$out/mnist-pen-gen/curves.png"  # steps: its runs lie days apart
 
 mkdir -p "$out/mnist-gen"
 $spiral eval --agent agents/mnist-gen --samples 200 | tee "$out/mnist-gen/eval.md"
