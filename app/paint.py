@@ -192,8 +192,11 @@ def paint_page(source: str) -> None:
     seed = st.sidebar.number_input("Seed", 0, 10**6, 0, key="seed")
     greedy = st.sidebar.toggle("Greedy (most likely strokes)", key="greedy")
     own = 1.0 if source == AUTOMATIC else cached_agent(source).temperature  # a generator may ship with a lower one
+    if "temperature" not in st.session_state or st.session_state.get("temperature_of") != source:
+        # Another agent (or the slider hidden by greedy): start from this agent's own, not from the last value.
+        st.session_state["temperature"], st.session_state["temperature_of"] = own, source
     temperature = 1.0 if greedy else st.sidebar.slider(
-        "Temperature", 0.5, 1.5, own, 0.05, key="temperature",
+        "Temperature", 0.5, 1.5, step=0.05, key="temperature",
         help=f"1 samples the strokes as the agent learned them; lower is likelier and less varied, higher wilder. "
              f"This agent's own: {own:g}.")
     sampled = "" if temperature == 1 else f", temperature {temperature:g}"

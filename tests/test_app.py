@@ -210,6 +210,7 @@ def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
     app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
     app.slider(key="samples").set_value(2).run()
     own = load_agent(AGENTS_DIR / GENERATION_AGENT).temperature  # the slider starts at the agent's own
+    assert own != 1.0  # the shipped generator samples at a lower one: the slider must not keep the last agent's
     assert app.sidebar.slider(key="temperature").value == own and f"This agent's own: {own:g}" in \
         app.sidebar.slider(key="temperature").help
     before = [image.value for image in app.image]
@@ -220,6 +221,10 @@ def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
     assert [image.value for image in app.image] != before
     app.sidebar.toggle(key="greedy").set_value(True).run()  # greedy takes the likeliest strokes: no temperature
     assert not app.exception and not [slider for slider in app.sidebar.slider if slider.key == "temperature"]
+    app.sidebar.toggle(key="greedy").set_value(False).run()  # sampled again: from the agent's own
+    assert app.sidebar.slider(key="temperature").value == own
+    app.sidebar.selectbox(key="agent").set_value("untrained: mnist-gen").run()  # another agent: its own, 1
+    assert not app.exception and app.sidebar.slider(key="temperature").value == 1.0
 
 
 def test_the_compare_picker_follows_the_kind_of_agent(runs):
