@@ -69,6 +69,10 @@ class Agent:
         """The temperature its sampled paintings are drawn at unless a caller names another (agent.json's)."""
         return self.manifest.temperature
 
+    def sampling_temperature(self, requested: float | None) -> float:
+        """The temperature a painting is sampled at: ``requested``, or the agent's own where it is None."""
+        return self.temperature if requested is None else requested
+
     def prepare_target(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so.
 
@@ -96,7 +100,7 @@ class Agent:
         ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``), by default
         the agent's own (``self.temperature``).
         """
-        temperature = self.temperature if temperature is None else temperature
+        temperature = self.sampling_temperature(temperature)
         check_temperature(temperature)
         if self.conditional and target is None:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")

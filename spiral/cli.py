@@ -143,7 +143,7 @@ def evaluate(args: argparse.Namespace) -> None:
     else:
         print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
-    temperature = agent.temperature if args.temperature is None else args.temperature
+    temperature = agent.sampling_temperature(args.temperature)
     for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature):
         print(row.row())
 
@@ -216,7 +216,7 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     split, real = (("training", images.train[-GENERATOR_VALIDATION_IMAGES:]) if args.validation
                    else ("test", images.test))
     first_seed = args.samples if args.validation else 0
-    temperature = agent.temperature if args.temperature is None else args.temperature
+    temperature = agent.sampling_temperature(args.temperature)
     report = judge_samples(agent, judge.classifier, real, args.samples, temperature=temperature,
                            first_seed=first_seed, split=split)
     print(f"judge: {_shown(Path(judge.path).resolve())} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")

@@ -57,7 +57,7 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
 
 def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None) -> Score:
     """The agent's paintings of ``targets``: greedy, or sampled at ``temperature`` (by default the agent's own)."""
-    temperature = agent.temperature if temperature is None else temperature
+    temperature = agent.sampling_temperature(temperature)
     name = ("agent (greedy)" if greedy else "agent (sampled)" if temperature == 1
             else f"agent (sampled at temperature {temperature:g})")
     return _timed(name, targets, lambda i, target: agent.paint(target, seed=i, greedy=greedy,
@@ -108,8 +108,8 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
 
 
 def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None) -> list[Score]:
-    """The agent (sampled at ``temperature``, by default its own, and greedy) and the baselines, on the same targets; ``bank=0``
-    skips the searches.
+    """The agent (sampled at ``temperature``, by default its own, and greedy) and the baselines, on the same
+    targets; ``bank=0`` skips the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
     agents trained with one preset can share one measurement of it.
