@@ -313,10 +313,11 @@ def pretrain(args: argparse.Namespace) -> None:
                                            ("eval_every", args.eval_every), ("brush", args.brush),
                                            ("lr_end", args.lr_end)) if value is not None}
     if args.resume:
-        if args.batch is not None or args.overrides:
+        fixed = ["--batch"] * (args.batch is not None) + ["--init-from"] * (args.init_from is not None)
+        if fixed or args.overrides:
             raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --anneal, --lr-end, "
                              "--precision, --eval-every and --brush excepted): leave out "
-                             f"{', '.join((['--batch'] if args.batch is not None else []) + args.overrides)}.")
+                             f"{', '.join(fixed + args.overrides)}.")
         trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, programs=args.programs,
                              anneal_steps=args.anneal, **given)
     elif args.corrections or args.programs:
@@ -329,7 +330,7 @@ def pretrain(args: argparse.Namespace) -> None:
         if args.anneal is not None:
             given["anneal"] = (0, args.anneal)
         trainer = Pretrainer.start(args.demos, Path(args.out), PretrainSettings(**given),
-                                   network_overrides=args.overrides)
+                                   network_overrides=args.overrides, init_from=args.init_from)
     run_dir = _shown(trainer.run_dir)
     print(f"{len(trainer.train_rows)} demonstrations to learn from, {len(trainer.held_rows)} held out; images loaded "
           f"and replayed in {trainer.replay_seconds:.1f} s; step {trainer.step}")
@@ -391,6 +392,8 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--brush", help="paint the demonstrations' strokes with this brush (`spiral brushes`), "
                               "in the replay and in the agent (default: the one they were painted with; with "
                               "--resume: from now on), e.g. spiral/soft_pen")
+    pretrain_cmd.add_argument("--init-from", metavar="AGENT", help="a new run's first weights: this agent's policy "
+                              "(same actions and network), e.g. a shipped clone cloned further with another --brush")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     pretrain_cmd.add_argument("--corrections", action="append", default=[], metavar="FILE",
                               help="with --resume: also learn from this corrections file (spiral demos --student); "

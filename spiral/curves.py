@@ -3,7 +3,8 @@
 TensorBoard is the place to explore a run; a PNG is what goes into a report, an issue or a
 comparison of runs that no longer share a machine. The trainer (``spiral.rllib.trainer``) writes
 scalars to ``RUN/tb/`` with the global step set to the number of env steps sampled so far, so a
-curve's x axis is env steps, or wall-clock time from the same events.
+curve's x axis is env steps, or wall-clock time from the same events; ``spiral pretrain`` logs at
+its Adam steps, and the axis says which (``step_label``).
 
 The event files are read with TensorBoard's own ``EventAccumulator`` rather than by parsing
 records here: the format (framing, checksums, summary protos) is TensorBoard's to keep. Figures
@@ -233,6 +234,14 @@ def curves_figure(runs: Sequence[Path | str] | Mapping[str, Path | str], tags: S
     return draw_curves({label: read_scalars(run) for label, run in labelled.items()}, tags, x, references, smoothing)
 
 
+def step_label(data: Mapping[str, Mapping[str, Series]], tag: str) -> str:
+    """What a step is on ``tag``'s x axis: ``spiral train`` logs at env steps, ``spiral pretrain`` (a run with
+    ``pretrain/`` scalars) at Adam steps, and a panel may hold both."""
+    kinds = {any(name.startswith("pretrain/") for name in scalars) for scalars in data.values() if tag in scalars}
+    return {frozenset({False}): "env steps", frozenset({True}): "Adam steps (pretraining)"}.get(
+        frozenset(kinds), "env steps; Adam steps for pretraining runs")
+
+
 def draw_curves(data: Mapping[str, Mapping[str, Series]], tags: Sequence[str] | None = None,
                 x: Literal["steps", "wall", "both"] = "steps",
                 references: Mapping[str, Mapping[str, float]] | None = None, smoothing: float = 0.0) -> Figure:
@@ -281,7 +290,7 @@ def draw_curves(data: Mapping[str, Mapping[str, Series]], tags: Sequence[str] | 
         if lines:
             ax.legend(handles=lines, fontsize=7)
         ax.set_title(title(tag), fontsize=9)
-        ax.set_xlabel("env steps" if axis == "steps" else "wall-clock hours", fontsize=8)
+        ax.set_xlabel(step_label(data, tag) if axis == "steps" else "wall-clock hours", fontsize=8)
         if axis == "steps":
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.tick_params(labelsize=7)

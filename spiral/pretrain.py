@@ -296,6 +296,8 @@ class Pretrainer:
         self.sampler = np.random.default_rng(self.settings.seed)
         if (self.run_dir / "checkpoint" / "state.json").is_file():
             self._restore()
+        elif self.record.get("init_from"):
+            self.policy.load_state_dict(load_weights(Path(self.record["init_from"]) / "policy.pt"))
         # Held-out images are kept out of training in every file; the held-out NLL is measured on the search's
         # own demonstrations (rows of the first file), comparable from the first step to the last.
         held_out, files = set(self.record["held_out"]), [self.demos, *self.corrections, *self.more_programs]
@@ -351,11 +353,15 @@ class Pretrainer:
 
     @classmethod
     def start(cls, demos_path: str | Path, run_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
-              progress: bool = True, network_overrides: list[str] = ()) -> Pretrainer:
+              progress: bool = True, network_overrides: list[str] = (), init_from: str | Path | None = None
+              ) -> Pretrainer:
         """A new run in ``run_dir`` on the demonstrations file ``demos_path``.
 
         ``network_overrides`` (``network.field=value``) change the network the demonstrations'
         experiment names, say to pretrain a larger one; the env and data are the demonstrations'.
+        ``init_from``, an agent folder whose policy fits that network and action space, gives the
+        first weights (Adam starts afresh): a shipped agent cloned further, say on canvases of
+        another brush, when its run folder is gone.
         """
         run_dir = Path(run_dir)
         if others := [override for override in network_overrides if not override.startswith("network.")]:
@@ -367,7 +373,13 @@ class Pretrainer:
         demos = read_imitated(demos_path)
         if len(demos.demos) < 1:
             raise ValueError(f"{demos.path} holds no demonstrations yet: make some with `spiral demos`.")
-        demos.experiment().with_overrides(list(network_overrides))  # refuse what cannot be built before writing
+        experiment = demos.experiment().with_overrides(list(network_overrides))  # refuse what cannot be built
+        if init_from is not None:  # checked as training.init_from is (actions, grid, network), before writing
+            try:
+                init_from = experiment.with_overrides([f"training.init_from={json.dumps(str(init_from))}"]
+                                                      ).training.init_from
+            except ValueError as error:
+                raise ValueError(str(error).replace("training.init_from", "--init-from")) from None
         autocast(settings.precision, torch.device("cpu"))
         order = np.random.default_rng(settings.seed).permutation(len(demos.demos))
         total = len(demos.demos)
@@ -379,6 +391,7 @@ class Pretrainer:
             "settings": asdict(settings),
             "held_out": held_out,  # image indices: kept out even if the file grows before a --resume
             "network_overrides": list(network_overrides),
+            "init_from": None if init_from is None else str(init_from),  # the first weights' agent, absolute
         })
         write_file(run_dir / "pretrain.json", lambda path: path.write_text(json.dumps(record, indent=2)))
         return cls(run_dir, progress=progress)

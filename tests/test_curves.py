@@ -147,6 +147,16 @@ def test_the_blank_canvas_line_comes_from_the_runs_own_logs(tmp_path):
     assert blank_lines({"none": {}}) == {}
 
 
+def test_the_step_axis_says_adam_steps_for_a_pretraining_run_and_both_where_runs_mix(resumed_run, tmp_path):
+    write_scalars(tmp_path / "bc" / "tb", "", {"pretrain/held_out_nll": [(50, START, 6.0), (100, START + 1, 5.5)],
+                                               "eval/test_l2": [(100, START + 1, 0.05)]})
+    data = {"rl": read_scalars(resumed_run), "bc": read_scalars(tmp_path / "bc")}
+    figure = draw_curves(data, ["eval/test_l2", "pretrain/held_out_nll", "policy/entropy_flag"])
+    assert [ax.get_xlabel() for ax in figure.axes] == ["env steps; Adam steps for pretraining runs",
+                                                       "Adam steps (pretraining)", "env steps"]
+    assert draw_curves(data, ["eval/test_l2"], x="wall").axes[0].get_xlabel() == "wall-clock hours"
+
+
 def test_copying_the_scalars_keeps_every_point_and_drops_the_rest(resumed_run, tmp_path):
     writer = SummaryWriter(str(resumed_run / "tb"), filename_suffix=".images")
     writer.add_image("paintings", np.zeros((3, 64, 64), np.uint8), 700)

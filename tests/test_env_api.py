@@ -190,11 +190,12 @@ def test_bad_configuration_is_refused_with_a_message(kwargs, message):
         PaintEnv(**kwargs)
 
 
-def test_spiral_soft_pen_paints_the_pens_ink_with_a_softer_edge():
-    """spiral's own brush resolves by name like the collection's, and differs from classic/pen by its edge only."""
-    assert {"classic/pen", "spiral/soft_pen"} <= set(available_brushes())
+def test_spirals_soft_and_felt_pens_paint_the_pens_lines_with_softer_edges():
+    """spiral's own brushes resolve by name like the collection's. soft_pen differs from classic/pen by its edge
+    only; felt_pen's line is wider, with a soft edge, and about as bright at its middle."""
+    assert {"classic/pen", "spiral/soft_pen", "spiral/felt_pen"} <= set(available_brushes())
     canvases = {}
-    for brush in ("classic/pen", "spiral/soft_pen"):
+    for brush in ("classic/pen", "spiral/soft_pen", "spiral/felt_pen"):
         env = PaintEnv(canvas_size=64, grid_size=32, brush=brush, background=(0, 0, 0), fixed_color=(255, 255, 255),
                        use_color=False, use_pressure=False, episode_length=3)
         env.reset(seed=0)
@@ -206,6 +207,9 @@ def test_spiral_soft_pen_paints_the_pens_ink_with_a_softer_edge():
     assert abs(soft.sum() - pen.sum()) < 0.05 * pen.sum()  # about the same ink...
     assert ((soft > 0) & (soft < 255)).sum() > 1.2 * ((pen > 0) & (pen < 255)).sum()  # ...spread over a wider edge
     assert (soft == 255).sum() < (pen == 255).sum()
+    felt = canvases["spiral/felt_pen"]
+    assert (felt > 0).sum() > 1.3 * (pen > 0).sum() and 1.0 < felt.sum() / pen.sum() < 1.25  # wider, a little more ink
+    assert ((felt > 0) & (felt < 255)).sum() > 2 * ((pen > 0) & (pen < 255)).sum() and felt.max() == 255
 
 
 def test_target_option_needs_a_conditional_env(env):

@@ -493,6 +493,39 @@ def test_a_run_paints_its_demonstrations_with_another_brush_from_the_start_or_fr
         Pretrainer(tmp_path / "crisp", progress=False, brush="classic/no_such_pen")
 
 
+def test_a_new_run_starts_from_an_agents_weights_with_a_new_brush_and_refuses_one_that_does_not_fit(
+        demos_file, tmp_path, capsys):
+    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
+    first = Pretrainer.start(demos_file, tmp_path / "first", settings, progress=False)
+    first.run(steps=2)
+    first.close()
+    agent = tmp_path / "first" / "agent"
+    trainer = Pretrainer.start(demos_file, tmp_path / "again", replace(settings, brush="spiral/soft_pen"),
+                               progress=False, init_from=agent)
+    assert trainer.step == 0 and not trainer.optimizer.state_dict()["state"]  # the weights, not the optimizer
+    for key, value in load_agent(agent).policy.state_dict().items():
+        assert torch.equal(value, trainer.policy.state_dict()[key])
+    trainer.run(steps=1)
+    trainer.close()
+    assert json.loads((tmp_path / "again" / "pretrain.json").read_text())["init_from"] == str(agent.resolve())
+    resumed = Pretrainer(tmp_path / "again", progress=False)  # from its checkpoint, not from the agent again
+    start = load_agent(agent).policy.state_dict()
+    assert resumed.step == 1 and any(not torch.equal(value, start[key])
+                                     for key, value in resumed.policy.state_dict().items())
+    resumed.close()
+
+    with pytest.raises(ValueError, match=r"--init-from .*first.agent was trained with network.hidden=32; this "
+                                         r"experiment uses network.hidden=16"):
+        Pretrainer.start(demos_file, tmp_path / "wider", settings, progress=False, init_from=agent,
+                         network_overrides=["network.hidden=16"])
+    with pytest.raises(ValueError, match="--init-from must be an exported agent folder .* no such folder"):
+        Pretrainer.start(demos_file, tmp_path / "nothing", settings, progress=False, init_from=tmp_path / "none")
+    assert not (tmp_path / "wider").exists() and not (tmp_path / "nothing").exists()
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--out", str(tmp_path / "again"), "--resume", "--init-from", str(agent)])
+    assert "leave out --init-from" in capsys.readouterr().err
+
+
 def test_the_commands(tmp_path, capsys):
     preset = tmp_path / "tiny-pen.toml"
     preset.write_text(TINY_PEN)
