@@ -18,6 +18,7 @@ A run folder holds:
 
 =====================  ==========================================================================
 ``pretrain.json``      the demonstrations file, its header, the settings and the held-out indices
+                       (and the agent whose weights it started from, ``--init-from``)
 ``experiment.json``    the experiment the policy belongs to (the demonstrations', with the network
                        overrides): what ``scripts/ship_agent.sh`` ships and ``spiral train`` continues
 ``checkpoint/``        ``policy.pt``, ``optimizer.pt`` (``torch.save``'d state_dicts) and
