@@ -6,8 +6,9 @@ classic/pen their canvases have a crisper edge than scanned digits. This re-rend
 classic/pen's ``anti_aliasing``, libmypaint's edge width, 1 in classic/pen; ``--vary`` takes any
 setting and several ``--vary`` make a grid, say ``hardness``, the share of a dab's radius painted
 fully opaque, or ``radius_scale``, a factor on every stroke's radius, which the pressure curve of
-``radius_logarithmic`` carries because the environment sets its base value per stroke) and prints the Fréchet distance of their judge features to the last 10,000 training
-digits, and the judge's confident share. Training digits only: the test split, which scores
+``radius_logarithmic`` carries because the environment sets its base value per stroke) and
+prints the Fréchet distance of their judge features to the last 10,000 training digits, and the
+judge's confident share. Training digits only: the test split, which scores
 generators (`spiral eval --samples`), plays no part in the choice.
 
     .venv/bin/python scripts/pen_softness.py runs/gen2/programs.jsonl [--count 2000]

@@ -311,12 +311,13 @@ def pretrain(args: argparse.Namespace) -> None:
 
     given = {key: value for key, value in (("batch", args.batch), ("lr", args.lr), ("precision", args.precision),
                                            ("eval_every", args.eval_every), ("brush", args.brush),
-                                           ("lr_end", args.lr_end)) if value is not None}
+                                           ("lr_end", args.lr_end), ("augment", args.augment and tuple(args.augment)))
+             if value is not None}
     if args.resume:
         fixed = ["--batch"] * (args.batch is not None) + ["--init-from"] * (args.init_from is not None)
         if fixed or args.overrides:
             raise ValueError(f"--resume continues {args.out} with its own settings (--lr, --anneal, --lr-end, "
-                             "--precision, --eval-every and --brush excepted): leave out "
+                             "--precision, --eval-every, --brush and --augment excepted): leave out "
                              f"{', '.join(fixed + args.overrides)}.")
         trainer = Pretrainer(Path(args.out), args.demos, corrections=args.corrections, programs=args.programs,
                              anneal_steps=args.anneal, **given)
@@ -392,6 +393,10 @@ def _add_pipeline_commands(commands) -> None:
     pretrain_cmd.add_argument("--brush", help="paint the demonstrations' strokes with this brush (`spiral brushes`), "
                               "in the replay and in the agent (default: the one they were painted with; with "
                               "--resume: from now on), e.g. spiral/soft_pen")
+    pretrain_cmd.add_argument("--augment", action="append", metavar="{channels,mirror}",
+                              help="learn from each episode under a random symmetry too (repeatable): channels "
+                                   "permutes the colour channels of the canvases, the target and the strokes' "
+                                   "colours; mirror flips them left to right (with --resume: from now on)")
     pretrain_cmd.add_argument("--init-from", metavar="AGENT", help="a new run's first weights: this agent's policy "
                               "(same actions and network), e.g. a shipped clone cloned further with another --brush")
     pretrain_cmd.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -37,6 +37,7 @@ take 3.7 GB) and three in colour (184 kB for ``photos-paint``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -62,7 +63,8 @@ from spiral.programs import PROGRAMS_FORMAT, read_programs
 EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2
 RUN_FORMAT = FileFormat("spiral-pretrain-run", 1, "spiral pretraining run")
 STATE_FORMAT = FileFormat("spiral-pretrain-checkpoint", 1, "spiral pretraining checkpoint")
-RESUMABLE = ("lr", "precision", "eval_every", "brush", "anneal", "lr_end")  # the settings a resumed run may change
+RESUMABLE = ("lr", "precision", "eval_every", "brush", "anneal", "lr_end", "augment")  # what a resumed run may change
+AUGMENTATIONS = ("channels", "mirror")  # PretrainSettings.augment: the symmetries ``Symmetries`` applies
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,17 @@ class PretrainSettings:
     # every resume (5.5 minutes for 60,000 programs).
     anneal: tuple[int, int] | None = None
     lr_end: float | None = None
+    # Symmetries of the task applied to each training episode at random (``Symmetries``): "channels" permutes the
+    # colour channels of the canvases, the target and the strokes' colours; "mirror" flips them left to right. A
+    # few hundred photos' demonstrations teach those photos' colours and layouts; a permuted or mirrored copy is
+    # another demonstration the environment paints alike, and copying the target is what pays on all of them.
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
-        if isinstance(self.anneal, list):  # as pretrain.json holds it
-            object.__setattr__(self, "anneal", tuple(self.anneal))
+        for name in ("anneal", "augment"):
+            if isinstance(getattr(self, name), list):  # as pretrain.json holds it
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if (self.anneal is None) != (self.lr_end is None):
             problems.append(f"anneal and lr_end go together, got anneal {self.anneal!r} and lr_end {self.lr_end!r}")
         steps = self.anneal
@@ -108,6 +116,9 @@ class PretrainSettings:
                 problems.append(f"{name} must be a finite number > 0, got {value!r}")
         if isinstance(self.held_out, bool) or not isinstance(self.held_out, (int, float)) or not 0 <= self.held_out < 1:
             problems.append(f"held_out must be a fraction in [0, 1), got {self.held_out!r}")
+        if not isinstance(self.augment, tuple) or len(set(self.augment)) != len(self.augment) or \
+                any(name not in AUGMENTATIONS for name in self.augment):
+            problems.append(f"augment must name each of {', '.join(AUGMENTATIONS)} at most once, got {self.augment!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.brush is not None:
@@ -148,23 +159,85 @@ class Episodes:
                           ("canvases", "targets", "actions", "labels")),
                         np.concatenate([part.final_mse for part in parts]))
 
-    def batch(self, rows: np.ndarray | torch.Tensor, conditional: bool = True
-              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def batch(self, rows: np.ndarray | torch.Tensor, conditional: bool = True, symmetries: Symmetries | None = None,
+              rng: np.random.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Observations (B, T, ...) as ``PaintEnv`` gave them (with the target for a ``conditional`` policy),
-        and the actions to imitate (B, T, C)."""
+        and the actions to imitate (B, T, C); with ``symmetries``, each episode under one drawn from ``rng``."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        actions = self.actions[rows]
+        canvases, targets = self.canvases[rows], self.targets[rows]
+        actions, labels = self.actions[rows], self.labels[rows]
+        if symmetries is not None:
+            canvases, targets, actions, labels = symmetries.apply(canvases, targets, actions, labels, rng)
         batch, steps = actions.shape[:2]
         previous = torch.cat([torch.zeros_like(actions[:, :1]), actions[:, :-1]], dim=1)
-        canvases = self.canvases[rows]
         observation = {
             "canvas": canvases.expand(*canvases.shape[:-1], 3),  # grey canvases are stored as one channel
             "step": (torch.arange(steps, dtype=torch.float32) / steps).view(1, steps, 1).expand(batch, -1, -1),
             "prev_action": previous,
         }
         if conditional:
-            observation["target"] = self.targets[rows][:, None].expand(-1, steps, -1, -1, -1)
-        return observation, self.labels[rows]
+            observation["target"] = targets[:, None].expand(-1, steps, -1, -1, -1)
+        return observation, labels
+
+
+@dataclass(frozen=True)
+class Symmetries:
+    """Symmetries of the painting task: each turns a demonstration into another one, painted alike.
+
+    Permuting a stroke's colour channels permutes what it paints (libmypaint blends each channel
+    alike, over a background that is grey or white), and mirroring its grid columns mirrors what it
+    paints (the cells' centres and the pen's first position, the canvas's middle, are symmetric),
+    both to within one level of 255 on a few pixels: libmypaint takes a colour as HSV and rounds.
+    ``tests/test_pretrain.py`` checks both on the real renderer. So a permuted or mirrored
+    demonstration is one more to learn from, with the canvases the environment would have shown, at
+    the cost of indexing the batch.
+    """
+
+    colours: tuple[int, ...]  # the action components red, green, blue: permuted together; () for no permutations
+    points: tuple[int, ...]  # the action components that are grid cells (end, control): mirrored; () for no mirror
+    grid: int
+
+    @classmethod
+    def of(cls, config: PaintConfig, augment: tuple[str, ...]) -> Symmetries | None:
+        """The symmetries ``augment`` names (``AUGMENTATIONS``) in ``config``'s action space; None for none."""
+        from envs import ActionCodec
+
+        if not augment:
+            return None
+        if "channels" in augment and not config.use_color:
+            raise ValueError("--augment channels permutes the strokes' colours, and this action space has none "
+                             "(env.use_color is false).")
+        index = ActionCodec(config).index
+        return cls(tuple(index[name] for name in ("red", "green", "blue")) if "channels" in augment else (),
+                   tuple(index[name] for name in ("end", "control")) if "mirror" in augment else (), config.grid_size)
+
+    def apply(self, canvases: torch.Tensor, targets: torch.Tensor, actions: torch.Tensor, labels: torch.Tensor,
+              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch's canvases (B, T, H, W, C), targets (B, H, W, 3), actions and labels (B, T, K), each episode
+        under a symmetry drawn from ``rng`` (the identity among them)."""
+        actions, labels = actions.clone(), labels.clone()
+        episodes = len(actions)
+        if self.colours:
+            orders = list(itertools.permutations(range(3)))
+            drawn = rng.integers(len(orders), size=episodes)
+            canvases, targets = canvases.clone(), targets.clone()
+            for number, order in enumerate(orders[1:], start=1):
+                rows = torch.from_numpy(np.flatnonzero(drawn == number))
+                canvases[rows] = canvases[rows][..., list(order)]
+                targets[rows] = targets[rows][..., list(order)]
+                for tensor in (actions, labels):
+                    episodes_drawn = tensor[rows]
+                    episodes_drawn[..., list(self.colours)] = episodes_drawn[..., [self.colours[i] for i in order]]
+                    tensor[rows] = episodes_drawn
+        if self.points:
+            mirrored = torch.from_numpy(rng.random(episodes) < 0.5)
+            canvases = torch.where(mirrored.view(-1, 1, 1, 1, 1), canvases.flip(-2), canvases)
+            targets = torch.where(mirrored.view(-1, 1, 1, 1), targets.flip(-2), targets)
+            for tensor in (actions, labels):
+                cells = tensor[..., list(self.points)]
+                flipped = cells - cells % self.grid + (self.grid - 1 - cells % self.grid)
+                tensor[..., list(self.points)] = torch.where(mirrored.view(-1, 1, 1), flipped, cells)
+        return canvases, targets, actions, labels
 
 
 def replay(config: PaintConfig, targets: np.ndarray, actions: list[np.ndarray],
@@ -288,6 +361,7 @@ class Pretrainer:
         if not experiment_file.is_file() or experiment_file.read_text() != experiment_json:  # new, or a new brush
             write_file(experiment_file, lambda path: path.write_text(experiment_json))
         names, nvec = _action_space(self.config)
+        self.symmetries = Symmetries.of(self.config, self.settings.augment)
         network = self.experiment.network_config()
         check_network_size(names, nvec, self.config.grid_size, self.conditional, network)
         torch.manual_seed(self.settings.seed)
@@ -429,7 +503,8 @@ class Pretrainer:
                 rate = settings.learning_rate(self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = rate
-                parts = cloning_step(policy, self.optimizer, *self.episodes.batch(rows, self.conditional), settings)
+                observation, labels = self.episodes.batch(rows, self.conditional, self.symmetries, self.sampler)
+                parts = cloning_step(policy, self.optimizer, observation, labels, settings)
                 self.step, done = self.step + 1, done + 1
                 self.seconds += time.perf_counter() - started
                 measured["train_nll"] = float(parts.sum())

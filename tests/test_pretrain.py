@@ -1,6 +1,7 @@
 """Search demonstrations and behaviour cloning (spiral.search, spiral.demonstrations, spiral.pretrain), with
 the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
 
+import itertools
 import json
 import re
 import warnings
@@ -18,7 +19,7 @@ from spiral.cli import main
 from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
 import spiral.policy
-from spiral.pretrain import Pretrainer, PretrainSettings, nll, replay
+from spiral.pretrain import Pretrainer, PretrainSettings, Symmetries, nll, replay
 from spiral.programs import generate_programs, read_programs
 from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
@@ -232,7 +233,7 @@ def test_reading_checks_every_line(preset, tmp_path, line, message):
 
 
 def test_the_learning_rate_falls_by_a_half_cosine_over_the_anneal_then_stays():
-    settings = PretrainSettings(lr=1e-3, anneal=(100, 200), lr_end=1e-5)
+    settings = PretrainSettings(lr=1e-3, anneal=(100, 200), lr_end=1e-5, augment=("channels", "mirror"))
     rates = [settings.learning_rate(step) for step in (0, 100, 150, 200, 10_000)]
     assert rates == pytest.approx([1e-3, 1e-3, (1e-3 + 1e-5) / 2, 1e-5, 1e-5])
     assert PretrainSettings(**json.loads(json.dumps(asdict(settings)))) == settings  # as pretrain.json holds it
@@ -246,6 +247,8 @@ def test_the_learning_rate_falls_by_a_half_cosine_over_the_anneal_then_stays():
     ({"anneal": (True, 3), "lr_end": 1e-5}, "anneal must be two steps"),
     ({"anneal": (0, 10), "lr_end": 0.0}, "lr_end must be a finite number > 0, got 0.0"),
     ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"augment": ("hue",)}, "augment must name each of channels, mirror at most once, got ('hue',)"),
+    ({"augment": ("mirror", "mirror")}, "augment must name each of channels, mirror at most once"),
 ])
 def test_bad_settings_are_refused_by_name(changes, message):
     with pytest.raises(ValueError, match=f"Invalid pretraining settings: .*{re.escape(message)}"):
@@ -304,6 +307,38 @@ def test_replayed_canvases_are_what_the_env_showed_kept_as_one_channel_where_gre
                 shown = env.step(action)[0]
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("augment", [("channels",), ("channels", "mirror")])
+def test_a_permuted_or_mirrored_episode_is_what_the_env_paints_for_its_permuted_or_mirrored_strokes(augment):
+    config = replace(PEN, use_color=True, color_levels=5, background=(255, 255, 255))
+    codec = ActionCodec(config)
+    rng = np.random.default_rng(0)
+    actions = [np.stack([rng.integers(codec.nvec) for _ in range(config.episode_length)]) for _ in range(16)]
+    for episode in actions:
+        episode[:, codec.index["flag"]] = PAINT
+    target = cross()
+    target[:, :5] = (200, 30, 90)  # a target that no permutation or mirror leaves as it is
+    episodes = replay(config, np.stack([target] * 16), actions)
+    original = episodes.batch(np.arange(16))
+    observation, labels = episodes.batch(np.arange(16), symmetries=Symmetries.of(config, augment),
+                                         rng=np.random.default_rng(1))
+    # The env paints each episode's permuted (and mirrored) strokes on its permuted (and mirrored) target as the
+    # batch shows it, to within one level of 255 (libmypaint takes colours as HSV and rounds) on a few pixels.
+    targets = observation["target"][:, 0].numpy()
+    repainted = replay(config, targets, list(labels.numpy()))
+    difference = (repainted.canvases.int() - observation["canvas"].int()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01, (difference > 0).float().mean()
+    assert torch.equal(observation["prev_action"][:, 1:], labels[:, :-1])
+    transforms = {(order, mirrored): target[:, ::-1][..., list(order)] if mirrored else target[..., list(order)]
+                  for order in itertools.permutations(range(3)) for mirrored in (False, True)}
+    drawn = [next(key for key, image in transforms.items() if np.array_equal(image, shown)) for shown in targets]
+    assert len({order for order, _ in drawn}) >= 4 and {mirrored for _, mirrored in drawn} == {"mirror" in augment,
+                                                                                                False}
+    assert not torch.equal(labels, original[1])
+    with pytest.raises(ValueError, match="--augment channels permutes the strokes' colours, and this action space "
+                                         "has none"):
+        Symmetries.of(PEN, ("channels",))
 
 
 def test_pretraining_can_change_the_network_but_not_the_environment(demos_file, tmp_path):
@@ -447,7 +482,8 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
     run = tmp_path / "run"
     settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
     Pretrainer.start(demos_file, run, settings, progress=False).close()
-    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every, brush, anneal, lr_end can "):
+    with pytest.raises(ValueError, match="keeps its batch: only lr, precision, eval_every, brush, anneal, lr_end, "
+                                         "augment can "):
         Pretrainer(run, progress=False, batch=8)
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'half'"):
         Pretrainer(run, progress=False, precision="half")
@@ -569,6 +605,13 @@ def test_the_commands(tmp_path, capsys):
     resumed.run(steps=2)
     assert {group["lr"] for group in resumed.optimizer.param_groups} == {1e-5}
     resumed.close()
-    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "3e-4"])
+    main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--lr", "3e-4", "--augment", "mirror"])
     settings = json.loads((run / "pretrain.json").read_text())["settings"]
-    assert (settings["lr"], settings["anneal"], settings["lr_end"]) == (3e-4, None, None)
+    assert (settings["lr"], settings["anneal"], settings["lr_end"], settings["augment"]) == (3e-4, None, None,
+                                                                                              ["mirror"])
+    resumed = Pretrainer(run, progress=False)
+    assert resumed.symmetries == Symmetries(colours=(), points=(1, 2), grid=4)  # flag, end, control, size
+    resumed.close()
+    with pytest.raises(SystemExit):  # the tiny preset paints in one colour
+        main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--augment", "channels"])
+    assert "--augment channels permutes the strokes' colours" in capsys.readouterr().err
