@@ -330,9 +330,8 @@ class Pretrainer:
             changes["anneal"] = (reached, reached + anneal_steps)
         elif "lr" in changes and "lr_end" not in changes:  # a new constant rate
             changes |= {"anneal": None, "lr_end": None}
-        if changes:
-            self.settings = replace(self.settings, **changes)  # validated before it is recorded
-            self._record(settings=asdict(self.settings))
+        if changes:  # validated here, recorded below once the run can take them
+            self.settings = replace(self.settings, **changes)
         autocast(self.settings.precision, torch.device("cpu"))  # refuses bfloat16 where this CPU lacks it, now
         self.progress = progress
         self.demos = read_imitated(demos_path or self.record["demonstrations"])
@@ -346,6 +345,9 @@ class Pretrainer:
         if self.settings.brush is not None:
             self.config = replace(self.config, brush=self.settings.brush)
             self.experiment = replace(self.experiment, env={**self.experiment.env, "brush": self.settings.brush})
+        self.symmetries = Symmetries.of(self.config, self.settings.augment)
+        if changes:
+            self._record(settings=asdict(self.settings))
         self.conditional = self.experiment.reward.conditional
         if corrections and not self.conditional:
             raise ValueError("Corrections label a reconstruction agent's states; a generator cloned from programs "
@@ -361,7 +363,6 @@ class Pretrainer:
         if not experiment_file.is_file() or experiment_file.read_text() != experiment_json:  # new, or a new brush
             write_file(experiment_file, lambda path: path.write_text(experiment_json))
         names, nvec = _action_space(self.config)
-        self.symmetries = Symmetries.of(self.config, self.settings.augment)
         network = self.experiment.network_config()
         check_network_size(names, nvec, self.config.grid_size, self.conditional, network)
         torch.manual_seed(self.settings.seed)
@@ -456,6 +457,7 @@ class Pretrainer:
             except ValueError as error:
                 raise ValueError(str(error).replace("training.init_from", "--init-from")) from None
         autocast(settings.precision, torch.device("cpu"))
+        Symmetries.of(demos.config, settings.augment)  # refuses channels without colours, before writing
         order = np.random.default_rng(settings.seed).permutation(len(demos.demos))
         total = len(demos.demos)
         count = min(max(round(settings.held_out * total), 1 if settings.held_out > 0 else 0), total - 1)

@@ -499,8 +499,10 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
         assert not torch.equal(float32, bfloat16) and torch.allclose(float32, bfloat16, rtol=0.05)
     # A run moved to a CPU without AVX-512 BF16 or AMX is refused when it resumes, before it trains.
     monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)
+    recorded = (run / "pretrain.json").read_text()
     with pytest.raises(ValueError, match="needs bf16 arithmetic, which this cpu lacks"):
         Pretrainer(run, progress=False, precision="bfloat16")
+    assert (run / "pretrain.json").read_text() == recorded  # a refused change is not recorded
 
 
 def test_a_run_paints_its_demonstrations_with_another_brush_from_the_start_or_from_a_resume(demos_file, tmp_path):
@@ -612,6 +614,11 @@ def test_the_commands(tmp_path, capsys):
     resumed = Pretrainer(run, progress=False)
     assert resumed.symmetries == Symmetries(colours=(), points=(1, 2), grid=4)  # flag, end, control, size
     resumed.close()
-    with pytest.raises(SystemExit):  # the tiny preset paints in one colour
+    recorded = (run / "pretrain.json").read_text()
+    with pytest.raises(SystemExit):  # the tiny preset paints in one colour: refused, and nothing recorded
         main(["pretrain", "--out", str(run), "--resume", "--steps", "1", "--augment", "channels"])
     assert "--augment channels permutes the strokes' colours" in capsys.readouterr().err
+    assert (run / "pretrain.json").read_text() == recorded
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--demos", str(demos), "--out", str(tmp_path / "new"), "--augment", "channels"])
+    assert "--augment channels permutes" in capsys.readouterr().err and not (tmp_path / "new").exists()
