@@ -176,6 +176,11 @@ def write_folder(folder: str | Path, fill: Callable[[Path], None]) -> Path:
     return folder
 
 
+def copy_folder(source: str | Path, folder: str | Path) -> Path:
+    """Replace the folder ``folder`` with a copy of ``source``, in one step as ``write_folder`` does."""
+    return write_folder(folder, lambda staging: shutil.copytree(source, staging, dirs_exist_ok=True))
+
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

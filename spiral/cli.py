@@ -72,10 +72,22 @@ def train(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    """Export a run's latest checkpoint as a plain agent folder."""
-    from spiral.runs import run_experiment
+    """Export a run's latest checkpoint as a plain agent folder.
 
-    experiment = run_experiment(Path(args.run_dir))  # before Ray is even imported
+    The trainer writes that export as ``run/agent`` with every checkpoint, so it is copied when it
+    is there and loads; otherwise (a run stopped between the two writes, an agent folder damaged
+    since) the algorithm is rebuilt from the checkpoint with Ray, which takes a while longer.
+    """
+    from spiral.runs import checkpoint_iteration, latest_checkpoint, run_experiment
+
+    run = Path(args.run_dir)
+    experiment = run_experiment(run)  # before Ray is even imported
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None and _is_export_of(run / "agent", checkpoint_iteration(checkpoint)):
+        from envs.storage import copy_folder
+
+        print(f"agent: {copy_folder(run / 'agent', Path(args.out))}  (iteration {checkpoint_iteration(checkpoint)})")
+        return
     from spiral.rllib.trainer import Trainer, connect
 
     connect(None)
@@ -84,6 +96,17 @@ def export(args: argparse.Namespace) -> None:
         print(f"agent: {trainer.export(Path(args.out))}  (iteration {trainer.iteration})")
     finally:
         trainer.stop()
+
+
+def _is_export_of(agent_folder: Path, iteration: int) -> bool:
+    """Whether ``agent_folder`` is an agent that loads and was exported at training iteration ``iteration``."""
+    from spiral.agent import load_agent
+
+    try:
+        training = load_agent(agent_folder).manifest.training
+    except (OSError, ValueError):
+        return False
+    return training is not None and training.iterations == iteration
 
 
 def paint(args: argparse.Namespace) -> None:

@@ -226,7 +226,7 @@ class Experiment:
                              f"known: {sorted(known)}")
         return NetworkConfig(**self.network)
 
-    def images(self, split: str) -> np.ndarray:
+    def images(self, split: str, count: int | None = None) -> np.ndarray:
         """The dataset's ``train``, ``validation`` or ``test`` images at the canvas size, (N, H, W, 3) uint8.
 
         ``validation`` is the last ``VALIDATION_IMAGES`` of the dataset's training split, kept out of
@@ -234,13 +234,19 @@ class Experiment:
         to spare them (``VALIDATION_MIN_TRAIN``); a run chooses its ``best/`` export on them, so the
         test split only measures. Smaller splits have no validation images.
         Loaded once per process: an env runner builds many environments from the same images.
+        ``count`` keeps the first ``count`` images; of the test split only those are loaded (a limited
+        load is a prefix of the full one), so a few test images cost a few, not the whole dataset.
         """
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         data = self.data
+        limit = data.limit
+        if count is not None and split == "test":
+            limit = count if limit is None else min(limit, count)
         dataset = _load_dataset(data.dataset, self.paint_config().canvas_size, data.color, data.invert,
-                                data.limit, self.training.seed)
-        return dataset.test if split == "test" else split_training_images(dataset.train, split)
+                                limit, self.training.seed)
+        images = dataset.test if split == "test" else split_training_images(dataset.train, split)
+        return images if count is None else images[:count]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

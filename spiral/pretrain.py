@@ -567,7 +567,7 @@ class Pretrainer:
         self.writer.add_scalar("pretrain/held_out_greedy_mse", greedy, self.step)
         self.writer.add_scalar("pretrain/held_out_search_mse", search, self.step)
         # What an RL run logs as eval/test_l2 (spiral.rllib.trainer: sampled, seeded by the image's place).
-        tests = self.experiment.images("test")[:EVAL_TEST_IMAGES]
+        tests = self.experiment.images("test", EVAL_TEST_IMAGES)
         if len(tests):
             sampled = float(np.mean([agent.paint(target, seed=seed).l2 for seed, target in enumerate(tests)]))
             self.writer.add_scalar("eval/test_l2", sampled, self.step)

@@ -51,6 +51,17 @@ def run_experiment(run: Path) -> Experiment:
     return experiment
 
 
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest of ``run/checkpoints/iter-NNNNNN`` (each written whole, or not at all), if any."""
+    checkpoints = sorted((Path(run) / "checkpoints").glob("iter-*"))
+    return checkpoints[-1] if checkpoints else None
+
+
+def checkpoint_iteration(checkpoint: Path) -> int:
+    """The training iteration a checkpoint folder ``iter-NNNNNN`` was saved at."""
+    return int(checkpoint.name.split("-")[1])
+
+
 LOCK_FILE = "run.lock"
 
 

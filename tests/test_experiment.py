@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spiral.datasets import load_dataset
-from spiral.experiment import PRESET_DIR, VALIDATION_IMAGES, Experiment
+from spiral.experiment import PRESET_DIR, VALIDATION_IMAGES, Experiment, _load_dataset
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
@@ -228,3 +228,14 @@ def test_validation_images_are_the_training_splits_tail_kept_out_of_training():
     assert len(small.images("validation")) == 0 and len(small.images("train")) == 64  # too few to spare any
     with pytest.raises(ValueError, match="split must be one of"):
         experiment.images("val")
+
+
+def test_a_count_of_test_images_is_the_first_of_the_split_loaded_alone():
+    experiment = Experiment.from_preset("mnist-pen", ["data.limit=300"])
+    _load_dataset.cache_clear()
+    first = experiment.images("test", 20)
+    _load_dataset("mnist", (64, 64), False, False, 20, experiment.training.seed)
+    assert _load_dataset.cache_info().hits == 1, "the 20 were not loaded alone"
+    assert np.array_equal(first, experiment.images("test")[:20])
+    assert np.array_equal(experiment.images("test", 1000), experiment.images("test"))  # data.limit still holds
+    assert np.array_equal(experiment.images("validation", 5), experiment.images("validation")[:5])

@@ -9,14 +9,17 @@ import sys
 import numpy as np
 import pytest
 import ray
+import torch
 
 from spiral.agent import load_agent
 from spiral.curves import read_scalars
 from spiral.evaluation import blank_score
 from spiral.experiment import Experiment
+from spiral.manifest import TrainingRecord
 from spiral.rllib.algorithm import build_config
 from spiral.rllib.trainer import FINAL_L2_WINDOW, WORKER_ENV, PaintingMetrics, Trainer
-from spiral.runs import LOCK_FILE, lock_run
+from spiral.runs import LOCK_FILE, checkpoint_iteration, latest_checkpoint, lock_run
+from tests.conftest import export_untrained
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -208,9 +211,7 @@ def test_a_bfloat16_learner_trains_where_the_cpu_has_bf16_and_is_refused_where_n
         Trainer.start(experiment, tmp_path / "refused")
 
 
-def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
-    import shutil
-
+def test_spiral_export_copies_the_agent_the_trainer_wrote_with_its_latest_checkpoint(trained_run, tmp_path):
     trainer, _ = trained_run
     # A copy: the trainer of this module holds its run, and would refuse the export.
     run = shutil.copytree(trainer.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_FILE))
@@ -218,8 +219,38 @@ def test_spiral_export_writes_an_agent_from_a_run(trained_run, tmp_path):
     result = subprocess.run([spiral, "export", str(run), "--out", str(tmp_path / "exported")],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
+    assert f"(iteration {checkpoint_iteration(latest_checkpoint(run))})" in result.stdout
+    assert {path.name: path.read_bytes() for path in (tmp_path / "exported").iterdir()} == \
+        {path.name: path.read_bytes() for path in (run / "agent").iterdir()}
+    assert not (run / LOCK_FILE).exists(), "the run was not let go of"
+
+
+def test_spiral_export_rebuilds_from_the_checkpoint_when_the_runs_agent_is_not_its_export(trained_run, tmp_path):
+    from spiral.cli import main
+
+    trainer, _ = trained_run
+    run = shutil.copytree(trainer.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(LOCK_FILE))
+    iteration = checkpoint_iteration(latest_checkpoint(run))
+    written = load_agent(run / "agent").policy.state_dict()  # the export of that checkpoint
+    # As if the trainer had stopped after writing the checkpoint, before its export.
+    manifest = json.loads((run / "agent" / "agent.json").read_text())
+    manifest["training"]["iterations"] = iteration - 1
+    (run / "agent" / "agent.json").write_text(json.dumps(manifest))
+    main(["export", str(run), "--out", str(tmp_path / "exported")])  # in this process, on its Ray
     agent = load_agent(tmp_path / "exported")
-    assert agent.manifest.training.iterations >= 4 and agent.conditional
+    assert agent.manifest.training.iterations == iteration and agent.conditional
+    assert all(torch.equal(value, written[name]) for name, value in agent.policy.state_dict().items())
+
+
+def test_only_an_agent_that_loads_and_has_the_checkpoints_iteration_is_taken_as_its_export(tmp_path):
+    from spiral.cli import _is_export_of
+
+    folder = export_untrained(tmp_path / "agent", "smoke", training=TrainingRecord(iterations=3, env_steps=96))
+    assert _is_export_of(folder, 3) and not _is_export_of(folder, 4)
+    assert not _is_export_of(export_untrained(tmp_path / "untrained", "smoke"), 0)  # no training record
+    (folder / "policy.pt").write_bytes(b"garbage")
+    assert not _is_export_of(folder, 3)
+    assert not _is_export_of(tmp_path / "missing", 3)
 
 
 def test_ctrl_c_checkpoints_what_was_trained_and_says_how_to_resume(tmp_path):

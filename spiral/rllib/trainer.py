@@ -27,7 +27,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from envs.storage import write_file, write_folder
+from envs.storage import copy_folder, write_file, write_folder
 from spiral.agent import load_agent, write_agent
 from spiral.curves import GRID_TAG
 from spiral.evaluation import blank_score
@@ -36,7 +36,9 @@ from spiral.manifest import AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.rllib.algorithm import build_config
 from spiral.rllib.module import DISCRIMINATOR_ID
 from spiral.runs import (
+    checkpoint_iteration,
     hold_run,
+    latest_checkpoint,
     lock_run,
     new_run_folder,
     release_run,
@@ -63,11 +65,6 @@ class PaintingMetrics(RLlibCallback):
             metrics_logger.log_value("final_l2", float(infos[-1]["l2"]), reduce="mean", window=FINAL_L2_WINDOW)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
-    checkpoints = sorted((run / "checkpoints").glob("iter-*"))
-    return checkpoints[-1] if checkpoints else None
-
-
 class Trainer:
     """Owns the algorithm of one run; ``run()`` trains until the iteration or time budget."""
 
@@ -90,7 +87,7 @@ class Trainer:
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is not None:
             self.algo.restore_from_path(checkpoint)
-            self.iteration = int(checkpoint.name.split("-")[1])
+            self.iteration = checkpoint_iteration(checkpoint)
             # The restore's own push to the env runners is dropped while the build's is in flight:
             # wait for the checkpoint's policy to reach them, or they sample with the start weights.
             self.algo.env_runner_group.sync_weights(
@@ -237,8 +234,7 @@ class Trainer:
             if validation < self.best_l2:
                 self.best_l2 = validation
                 # Swapped in whole: a reader of best/ (the app) sees the previous best or this one.
-                write_folder(self.run_dir / "best",
-                             lambda staging: shutil.copytree(agent_dir, staging, dirs_exist_ok=True))
+                copy_folder(agent_dir, self.run_dir / "best")
         rows = [np.concatenate([episode.canvas for episode in episodes[:8]], axis=1)]
         if self.test_targets is not None:
             rows.insert(0, np.concatenate(list(self.test_targets[:8]), axis=1))
