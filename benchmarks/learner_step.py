@@ -43,7 +43,8 @@ import spiral.policy
 from envs.actions import ActionCodec
 from spiral.discriminator import Discriminator, to_input, wgan_gp_loss
 from spiral.experiment import Experiment
-from spiral.policy import NetworkConfig, PolicyNetwork, autocast, bfloat16_supported
+from spiral.network_config import PRECISIONS, NetworkConfig
+from spiral.policy import PolicyNetwork, autocast, bfloat16_supported
 from spiral.pretrain import PretrainSettings, cloning_step
 
 Batch = dict[str, torch.Tensor]
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", default=BASELINE, help="the git commit whose policy.py is 'before'")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's table and stop")
-    parser.add_argument("--precision", default="float32", choices=spiral.policy.PRECISIONS,
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="the precision --profile runs in")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's, one per core)")
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.batch_episodes=64")
@@ -207,7 +208,7 @@ def main() -> None:
             cpu_rates: dict[str, float] = {}
             for device in devices:
                 steps = {"before": learner_update(experiment, network, discriminator, device, policy_module=before)}
-                for precision in spiral.policy.PRECISIONS:
+                for precision in PRECISIONS:
                     if precision == "float32" or bfloat16_supported(device):
                         steps[precision] = learner_update(experiment, network, discriminator, device, precision)
                 rates = frames_per_second(steps, device, frames, args.repeats)
@@ -221,7 +222,7 @@ def main() -> None:
                     print_gpu_ratios(rates, cpu_rates)
     episodes, rows = PretrainSettings().batch, paint.episode_length
     for device in devices:  # behaviour cloning: the same network, teacher-forced, no value or discriminator
-        steps = {precision: pretraining_update(experiment, device, precision) for precision in spiral.policy.PRECISIONS
+        steps = {precision: pretraining_update(experiment, device, precision) for precision in PRECISIONS
                  if precision == "float32" or bfloat16_supported(device)}
         rates = frames_per_second(steps, device, episodes * rows, args.repeats)
         figures = "  ".join(f"{version} {rate:6.0f}" for version, rate in rates.items())

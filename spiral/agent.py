@@ -28,7 +28,8 @@ from envs import PaintConfig, PaintEnv, Program
 from envs.storage import write_file, write_folder
 from spiral.images import flatten
 from spiral.manifest import AgentManifest
-from spiral.policy import NetworkConfig, PolicyNetwork, check_network_size, check_temperature
+from spiral.network_config import NetworkConfig
+from spiral.policy import PolicyNetwork, check_network_size, check_temperature
 
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 

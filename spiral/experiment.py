@@ -24,8 +24,7 @@ import numpy as np
 from envs import COMPONENTS, PaintConfig
 from envs.config import IN_ENV_REWARDS
 from spiral.datasets import DATASETS, FOLDER_PREFIX
-from spiral.policy import PRECISIONS, NetworkConfig
-from spiral.rewards import L2_MODES, LEARNER_REWARD_MODES
+from spiral.network_config import PRECISIONS, NetworkConfig
 from spiral.shipped import package_dir
 
 PRESET_DIR = package_dir("spiral.presets")  # train/presets in a checkout; installed as package data
@@ -44,6 +43,12 @@ class DataSettings:
     color: bool = False
     invert: bool = False  # datasets are white on black; True paints black on white
     limit: int | None = None  # images per split, for quick runs
+
+
+# The learner's reward modes (``RewardSettings.mode``; ``spiral.rewards`` computes them).
+LEARNER_REWARD_MODES = ("final", "temporal", "l2", "mix")
+DISCRIMINATOR_MODES = ("final", "temporal", "mix")  # the modes that score canvases with the discriminator
+L2_MODES = ("l2", "mix")  # the modes that compare canvases with targets
 
 
 @dataclass

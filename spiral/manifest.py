@@ -19,7 +19,8 @@ from typing import Any
 from envs import ActionCodec, PaintConfig
 from envs.storage import FileFormat
 from spiral.experiment import DataSettings, RewardSettings
-from spiral.policy import NetworkConfig, check_temperature
+from spiral.network_config import NetworkConfig
+from spiral.policy import check_temperature
 
 AGENT_FORMAT = FileFormat("spiral-agent", 1, "spiral agent manifest")
 

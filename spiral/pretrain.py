@@ -57,7 +57,8 @@ from envs.storage import FileFormat, write_file, write_folder
 from spiral.agent import load_agent, load_weights, write_agent
 from spiral.demonstrations import Demonstrations, read_demonstrations
 from spiral.manifest import AgentManifest, TrainingRecord
-from spiral.policy import PRECISIONS, PolicyNetwork, autocast, check_network_size
+from spiral.network_config import PRECISIONS
+from spiral.policy import PolicyNetwork, autocast, check_network_size
 from spiral.programs import PROGRAMS_FORMAT, read_programs
 
 EVAL_TEST_IMAGES = 32  # as spiral.rllib.trainer's eval/test_l2

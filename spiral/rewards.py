@@ -23,21 +23,14 @@ minus the optional stroke and blank-canvas penalties.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
 from envs import mse
 from envs.actions import PAINT
 from spiral.discriminator import complement_pairs, reward_scores, to_input
+from spiral.experiment import DISCRIMINATOR_MODES, L2_MODES, RewardSettings
 
-if TYPE_CHECKING:  # spiral.experiment imports the mode names from here
-    from spiral.experiment import RewardSettings
-
-LEARNER_REWARD_MODES = ("final", "temporal", "l2", "mix")
-DISCRIMINATOR_MODES = ("final", "temporal", "mix")  # the modes that score canvases with the discriminator
-L2_MODES = ("l2", "mix")  # the modes that compare canvases with targets
 
 
 def next_step(values: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from envs import PaintEnv
 from envs.storage import FileFormat
 from spiral.agent import untrained_agent, write_agent
 from spiral.experiment import Experiment
-from spiral.policy import NetworkConfig
+from spiral.network_config import NetworkConfig
 
 TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
 

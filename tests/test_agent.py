@@ -15,7 +15,7 @@ from spiral.agent import load_agent, set_temperature, store_in_float16, untraine
 from spiral.experiment import DataSettings
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
-from spiral.policy import NetworkConfig
+from spiral.network_config import NetworkConfig
 from spiral.shipped import AGENTS_DIR, GENERATION_AGENT
 from tests.conftest import EXPLOIT_MARKER, damaged_folders
 

@@ -9,7 +9,7 @@ from spiral.agent import untrained_agent
 from spiral.evaluation import blank_score, evaluate, random_score, search_score
 from spiral.cli import main
 from spiral.experiment import DataSettings, Experiment
-from spiral.policy import NetworkConfig
+from spiral.network_config import NetworkConfig
 from spiral.rewards import squared_errors
 from tests.conftest import export_untrained
 

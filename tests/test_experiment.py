@@ -133,7 +133,7 @@ def test_the_limits_table_names_only_real_settings():
     from dataclasses import fields
 
     from spiral.experiment import LIMITS, SECTIONS
-    from spiral.policy import NetworkConfig
+    from spiral.network_config import NetworkConfig
 
     kinds = SECTIONS | {"network": NetworkConfig}
     for name in LIMITS:
@@ -212,11 +212,12 @@ def test_spiral_train_refuses_a_bad_setting_before_ray_starts():
     assert "spiral train: error: Invalid experiment: training.lr must be a number > 0, got 'abc'" in result.stderr
     assert "Traceback" not in output and "Ray" not in output and "Invalid `lr`" not in output
     assert elapsed < 10, elapsed
+    # Nor torch (spiral.network_config holds the network's settings apart from it): refused in a moment.
     code = ("import sys\nfrom spiral.cli import main\ntry:\n    main(sys.argv[1:])\nfinally:\n"
-            "    print('ray imported' if 'ray' in sys.modules else 'ray not imported')")
-    result = subprocess.run([sys.executable, "-c", code, "train", "--preset", "smoke", "training.lr=abc"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and result.stdout.strip() == "ray not imported", result.stdout + result.stderr
+            "    print(sorted({'ray', 'torch'} & set(sys.modules)))")
+    for command in (["train", "--preset", "smoke", "training.lr=abc"], ["export", "no-such-run", "--out", "agent"]):
+        result = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_validation_images_are_the_training_splits_tail_kept_out_of_training():

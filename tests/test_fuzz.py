@@ -54,7 +54,7 @@ from envs import ActionCodec, InvalidActionError, PaintConfig, PaintEnv, Program
 from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.experiment import PRESET_DIR, SECTIONS, DataSettings, Experiment
 from spiral.images import MAX_PIXELS, open_image
-from spiral.policy import NetworkConfig
+from spiral.network_config import NetworkConfig
 from tests.conftest import TINY, _Exploit
 
 BRUSHES = available_brushes()

@@ -8,7 +8,8 @@ from ray.rllib.core.columns import Columns
 
 import spiral.policy
 from envs import PaintEnv
-from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.network_config import NetworkConfig
+from spiral.policy import PolicyNetwork
 from spiral.rllib.module import SpiralPolicyModule
 
 TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)

@@ -18,6 +18,7 @@ from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import main
 from spiral.demonstrations import generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
+from spiral.network_config import PRECISIONS
 import spiral.policy
 from spiral.pretrain import Pretrainer, PretrainSettings, Symmetries, nll, replay
 from spiral.programs import generate_programs, read_programs
@@ -495,7 +496,7 @@ def test_a_resumed_run_may_change_its_precision_and_nothing_else_it_fixed(demos_
         # The steps train in bf16 (the NLL differs from float32's by rounding only); the held-out NLL stays float32.
         observation, actions = resumed.episodes.batch(resumed.train_rows[:4], resumed.conditional)
         float32, bfloat16 = (nll(resumed.policy, observation, actions, precision)
-                             for precision in spiral.policy.PRECISIONS)
+                             for precision in PRECISIONS)
         assert not torch.equal(float32, bfloat16) and torch.allclose(float32, bfloat16, rtol=0.05)
     # A run moved to a CPU without AVX-512 BF16 or AMX is refused when it resumes, before it trains.
     monkeypatch.setattr(spiral.policy, "bfloat16_supported", lambda device: False)

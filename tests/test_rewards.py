@@ -12,9 +12,8 @@ import torch.nn.functional as F
 
 from envs.actions import MOVE, PAINT
 from spiral.discriminator import Discriminator, complement_pairs, to_input
-from spiral.experiment import RewardSettings
+from spiral.experiment import LEARNER_REWARD_MODES, RewardSettings
 from spiral.rewards import (
-    LEARNER_REWARD_MODES,
     RunningScale,
     blank_penalties,
     discriminator_scores,

@@ -27,10 +27,9 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from spiral.discriminator import FakeReplay, replayed_loss
-from spiral.experiment import Experiment
+from spiral.experiment import DISCRIMINATOR_MODES, Experiment
 from spiral.policy import autocast
 from spiral.rewards import (
-    DISCRIMINATOR_MODES,
     RunningScale,
     discriminator_scores,
     final_canvas_steps,

@@ -17,7 +17,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from spiral.agent import load_weights
 from spiral.discriminator import Discriminator, to_input
-from spiral.policy import NetworkConfig, PolicyNetwork
+from spiral.network_config import NetworkConfig
+from spiral.policy import PolicyNetwork
 
 DISCRIMINATOR_ID = "discriminator"
 
