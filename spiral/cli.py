@@ -83,10 +83,11 @@ def export(args: argparse.Namespace) -> None:
     run = Path(args.run_dir)
     experiment = run_experiment(run)  # before Ray is even imported
     checkpoint = latest_checkpoint(run)
-    if checkpoint is not None and _is_export_of(run / "agent", checkpoint_iteration(checkpoint)):
+    iteration = checkpoint_iteration(checkpoint) if checkpoint is not None else None
+    if iteration is not None and _is_export_of(run / "agent", iteration):
         from envs.storage import copy_folder
 
-        print(f"agent: {copy_folder(run / 'agent', Path(args.out))}  (iteration {checkpoint_iteration(checkpoint)})")
+        print(f"agent: {copy_folder(run / 'agent', Path(args.out))}  (iteration {iteration})")
         return
     from spiral.rllib.trainer import Trainer, connect
 

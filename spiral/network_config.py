@@ -1,8 +1,7 @@
-"""The policy network's settings, without torch: its sizes (``NetworkConfig``) and arithmetic (``PRECISIONS``).
+"""The policy network's settings: its sizes (``NetworkConfig``) and arithmetic (``PRECISIONS``).
 
-Apart from ``spiral.policy``, which builds the network, so that an experiment's settings and an
-agent's manifest are checked before torch is imported: a mistake on the command line is refused
-in a moment.
+Kept out of ``spiral.policy``, which builds the network with torch, so that an experiment's
+settings are checked before torch is imported: a mistake on the command line is refused at once.
 """
 
 from __future__ import annotations

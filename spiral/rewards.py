@@ -32,7 +32,6 @@ from spiral.discriminator import complement_pairs, reward_scores, to_input
 from spiral.experiment import DISCRIMINATOR_MODES, L2_MODES, RewardSettings
 
 
-
 def next_step(values: Tensor) -> Tensor:
     """``values[:, t + 1]`` at step t; the last step, which the loss masks, gets a copy of itself."""
     return torch.cat([values[:, 1:], values[:, -1:]], dim=1)
