@@ -41,7 +41,8 @@ Images come out greyscale (repeated over RGB) unless ``color=True``. Greyscale a
 read-only broadcast views of one channel, a third of the memory (full MNIST at 64 px is 290 MB
 instead of 860 MB; pickling one writes all three channels); every array of a dataset is
 read-only, so a dataset is safe to share. Decoded sources are cached in memory (per process),
-resized images are not.
+resized images are not. MNIST and Fashion-MNIST are resized all at once (``_pad_all``): full MNIST
+at 64 px in 2 s on 2 cores instead of 7 image by image, with the same pixels.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ import subprocess
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache, partial
 from pathlib import Path
@@ -208,9 +210,15 @@ class _Item(NamedTuple):
     label: int | None
 
 
+class _Digits(NamedTuple):
+    """A split of same-size greyscale images in one array (MNIST, Fashion-MNIST), padded to the canvas all at once."""
+    images: np.ndarray  # (N, h, w) uint8
+    labels: np.ndarray  # (N,) int64
+
+
 class _Source(NamedTuple):
-    train: Sequence[_Item]
-    test: Sequence[_Item]
+    train: Sequence[_Item] | _Digits
+    test: Sequence[_Item] | _Digits
     num_classes: int | None
 
 
@@ -243,14 +251,18 @@ def _source(name: str, canvas: Size, seed: int) -> _Source:
 
 
 def _materialise(
-    items: Sequence[_Item], canvas: Size, color: bool, invert: bool, labelled: bool, limit: int | None,
+    items: Sequence[_Item] | _Digits, canvas: Size, color: bool, invert: bool, labelled: bool, limit: int | None,
     seed: list[int],
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Render the first ``limit`` readable items in a seeded order: (images, labels, unreadable count)."""
+    order = np.random.default_rng(seed).permutation(len(items.images if isinstance(items, _Digits) else items))
+    if isinstance(items, _Digits):
+        kept = order[:limit]
+        return _canvases(_pad_all(items.images[kept], canvas)[..., None], canvas, invert), items.labels[kept], 0
     images: list[Image.Image] = []
     labels: list[int | None] = []
     skipped = 0
-    for index in np.random.default_rng(seed).permutation(len(items)):
+    for index in order:
         if limit is not None and len(images) == limit:
             break
         image = items[index].render()
@@ -269,9 +281,14 @@ def _stack(images: list[Image.Image], canvas: Size, color: bool, invert: bool) -
     else:
         grey = [np.asarray(image.convert("L")) for image in images]
         array = (np.stack(grey) if grey else np.zeros((0, *canvas), np.uint8))[..., None]
+    return _canvases(array, canvas, invert)
+
+
+def _canvases(array: np.ndarray, canvas: Size, invert: bool) -> np.ndarray:
+    """(N, height, width, 3) uint8, read-only, from (N, height, width, 1 or 3) uint8."""
     if invert:
         array = 255 - array
-    return np.broadcast_to(array, (len(images), *canvas, 3))  # a read-only view, also of an RGB array
+    return np.broadcast_to(array, (len(array), *canvas, 3))  # a read-only view, also of an RGB array
 
 
 def _resampling(source_size: tuple[float, float], target_size: tuple[int, int]) -> Image.Resampling:
@@ -288,12 +305,37 @@ def _fit_crop(image: Image.Image, canvas: Size) -> Image.Image:
     return ImageOps.fit(image, (width, height), _resampling(covered, (width, height)))
 
 
-def _fit_pad(image: Image.Image, canvas: Size) -> Image.Image:
-    """Fit the whole image in the canvas, padding with black (white-on-black objects lose nothing)."""
-    height, width = canvas
-    scale = min(width / image.width, height / image.height)
-    fitted = (round(image.width * scale), round(image.height * scale))
-    return ImageOps.pad(image, (width, height), _resampling(image.size, fitted), color=0)
+def _pad_all(images: np.ndarray, canvas: Size) -> np.ndarray:
+    """Fit each whole image of a (N, h, w) uint8 stack in the canvas, padding with black (white-on-black objects
+    lose nothing): ``ImageOps.pad`` of every image, bit for bit, at a fraction of the cost one by one.
+
+    Pillow resamples in two passes, rows then columns, rounding to 8 bits between them. Both run here on all the
+    images at once: rows as one tall strip of them (a pass along rows never mixes rows), then columns as the rows
+    of the transposed images. Where the images land is ``ImageOps.pad``'s own answer for a white image.
+    """
+    count, height, width = images.shape
+    scale = min(canvas[1] / width, canvas[0] / height)
+    method = _resampling((width, height), (round(width * scale), round(height * scale)))
+    box = ImageOps.pad(Image.new("L", (width, height), 255), canvas[::-1], method, color=0).getbbox()
+    left, top, right, bottom = box if box else (0, 0, 0, 0)
+    padded = np.zeros((count, *canvas), np.uint8)
+    if right > left and bottom > top:
+        rows = _resample_rows(images, right - left, method).transpose(0, 2, 1)  # columns as rows
+        padded[:, top:bottom, left:right] = _resample_rows(rows, bottom - top, method).transpose(0, 2, 1)
+    return padded
+
+
+def _resample_rows(images: np.ndarray, width: int, method: Image.Resampling, chunk: int = 4096) -> np.ndarray:
+    """Every row of a (N, h, w) uint8 stack resampled to ``width`` by Pillow, in chunks on two threads (Pillow
+    releases the GIL while it resamples)."""
+    def resample(start: int) -> np.ndarray:
+        part = np.ascontiguousarray(images[start:start + chunk])
+        strip = Image.fromarray(part.reshape(-1, part.shape[-1]))
+        return np.asarray(strip.resize((width, strip.height), method)).reshape(len(part), -1, width)
+
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(resample, range(0, len(images), chunk)))
+    return np.concatenate(parts) if parts else np.zeros((0, images.shape[1], width), np.uint8)
 
 
 def _greyscale_items(images: np.ndarray, labels: Iterable[int | None], canvas: Size,
@@ -320,16 +362,14 @@ def _import(module: str, pip_package: str, dataset: str):
 def _mnist_source(canvas: Size, seed: int) -> _Source:
     """MNIST with its own split (60,000 / 10,000), digits padded (not cropped) to the canvas."""
     (train, train_labels), (test, test_labels) = _mnist_arrays()
-    return _Source(_greyscale_items(train, train_labels, canvas, _fit_pad),
-                   _greyscale_items(test, test_labels, canvas, _fit_pad), 10)
+    return _Source(_Digits(train, train_labels), _Digits(test, test_labels), 10)
 
 
 def _fashion_source(canvas: Size, seed: int) -> _Source:
     """Fashion-MNIST with its own split (60,000 / 10,000), padded to the canvas like MNIST."""
     train, train_labels = _fashion_arrays("train")
     test, test_labels = _fashion_arrays("t10k")
-    return _Source(_greyscale_items(train, train_labels, canvas, _fit_pad),
-                   _greyscale_items(test, test_labels, canvas, _fit_pad), 10)
+    return _Source(_Digits(train, train_labels), _Digits(test, test_labels), 10)
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from envs import PaintEnv
 from spiral.datasets import DATASETS, load_dataset
@@ -106,6 +106,22 @@ def test_the_same_seed_gives_the_same_images_and_a_limit_a_prefix(name):
     np.testing.assert_array_equal(first.test, longer.test[:8])
     np.testing.assert_array_equal(first.labels_train, longer.labels_train[:8])
     assert not np.array_equal(first.train, other.train)
+
+
+@pytest.mark.parametrize("size", [64, 16, (40, 56), (56, 40), (5, 90)])  # enlarged, shrunk, padded either way
+def test_digits_are_padded_all_at_once_pixel_for_pixel_as_pillow_pads_each(size):
+    """_pad_all resamples every digit in two batched passes; the pixels must be ImageOps.pad's, one by one."""
+    from spiral.datasets import _mnist_arrays, _resampling
+
+    loaded = load_dataset("mnist", size, limit=40)
+    (digits, _), _ = _mnist_arrays()
+    order = np.random.default_rng([0, 0]).permutation(len(digits))[:40]  # load_dataset's shuffle of the split
+    height, width = (size, size) if isinstance(size, int) else size
+    scale = min(width / 28, height / 28)
+    method = _resampling((28, 28), (round(28 * scale), round(28 * scale)))
+    assert method == (Image.Resampling.LANCZOS if size in (16, (5, 90)) else Image.Resampling.BICUBIC)
+    expected = [np.asarray(ImageOps.pad(Image.fromarray(digits[i]), (width, height), method, color=0)) for i in order]
+    np.testing.assert_array_equal(loaded.train[..., 0], np.stack(expected))
 
 
 def test_images_are_read_only():
@@ -209,7 +225,7 @@ def test_an_empty_or_unreadable_folder_is_refused_by_name(tmp_path):
 
 
 def test_a_folder_of_one_image_trains_on_it(tmp_path):
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     from spiral.datasets import load_dataset
 
