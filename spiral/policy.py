@@ -15,6 +15,7 @@ actions, which is what makes the learner's log-probabilities match the sampler's
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 
@@ -74,7 +75,7 @@ def check_network_size(action_names: tuple[str, ...], action_nvec: tuple[int, ..
     if max(largest) > MAX_PARAMETERS:  # one embedding or layer alone is too large
         size = None  # too large to build even without memory: torch counts in 64 bits
     else:
-        with torch.device("meta"):  # shapes only: no memory for the values
+        with torch.device("meta"), _ShapesOnly():  # no memory for the values, no time on initialising them
             network = PolicyNetwork(action_names, action_nvec, grid_size, conditional, config)
         size = sum(tensor.numel() for tensor in itertools.chain(network.parameters(), network.buffers()))
     if size is None or size > MAX_PARAMETERS:
@@ -83,6 +84,17 @@ def check_network_size(action_names: tuple[str, ...], action_nvec: tuple[int, ..
                          f"(spiral.network_config.MAX_PARAMETERS): action sizes {list(action_nvec)}, grid {grid_size}, "
                          f"hidden {config.hidden}")
     return size
+
+
+class _ShapesOnly(torch.overrides.TorchFunctionMode):
+    """Skips ``normal_`` (the embeddings' initialisation) in a network built on the meta device to count its
+    parameters: there are no values to draw. Its meta kernel, like ``torch.stack``'s, goes through ``torch._refs``,
+    whose first use imports ``torch._dynamo``: 2 seconds more for every process that loads an agent to paint."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.init.normal_:
+            return inspect.signature(func).bind(*args, **(kwargs or {})).arguments["tensor"]  # as it was
+        return func(*args, **(kwargs or {}))
 
 
 class ResBlock(nn.Module):
@@ -188,8 +200,11 @@ class PolicyNetwork(nn.Module):
 
     @staticmethod
     def _coordinates(size: int) -> torch.Tensor:
+        """(2, size, size): y, x in [-1, 1]; filled in, not stacked, for the reason ``_ShapesOnly`` gives."""
         axis = torch.linspace(-1.0, 1.0, size)
-        return torch.stack(torch.meshgrid(axis, axis, indexing="ij"))  # (2, size, size): y, x
+        coordinates = torch.empty(2, size, size)
+        coordinates[0], coordinates[1] = torch.meshgrid(axis, axis, indexing="ij")
+        return coordinates
 
     def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(batch_size, self.config.hidden, device=self.coordinates.device)

@@ -56,7 +56,7 @@ def test_a_shipped_agent_is_plain_tensors_a_few_megabytes_and_documented(name):
     assert name in STRENGTHS  # what the app's sidebar says it is good at
 
 
-def test_shipped_agents_paint_in_a_process_without_ray():
+def test_shipped_agents_paint_in_a_process_without_ray_or_torch_dynamo():
     code = (
         "import sys\n"
         "import numpy as np\n"
@@ -68,6 +68,8 @@ def test_shipped_agents_paint_in_a_process_without_ray():
         "    episode = agent.paint(target, seed=0)\n"
         "    assert len(episode.program.strokes) == agent.paint_config.episode_length\n"
         "assert 'ray' not in sys.modules, 'painting imported ray'\n"
+        # torch._dynamo takes 2 s to import; building a network on the meta device to check its size did (policy.py)
+        "assert 'torch._dynamo' not in sys.modules, 'painting imported torch._dynamo'\n"
         "print('painted', len(shipped_agents()))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
