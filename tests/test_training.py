@@ -264,7 +264,7 @@ def test_ctrl_c_checkpoints_what_was_trained_and_says_how_to_resume(tmp_path):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not list(tmp_path.glob("*/tb/events.out.tfevents.*")):
         time.sleep(1)
-    time.sleep(8)  # a few iterations
+    time.sleep(3)  # a few iterations (at least a second each)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     (run,) = tmp_path.iterdir()
