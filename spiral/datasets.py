@@ -255,14 +255,13 @@ def _materialise(
     seed: list[int],
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Render the first ``limit`` readable items in a seeded order: (images, labels, unreadable count)."""
-    order = np.random.default_rng(seed).permutation(len(items.images if isinstance(items, _Digits) else items))
     if isinstance(items, _Digits):
-        kept = order[:limit]
+        kept = np.random.default_rng(seed).permutation(len(items.images))[:limit]
         return _canvases(_pad_all(items.images[kept], canvas)[..., None], canvas, invert), items.labels[kept], 0
     images: list[Image.Image] = []
     labels: list[int | None] = []
     skipped = 0
-    for index in order:
+    for index in np.random.default_rng(seed).permutation(len(items)):
         if limit is not None and len(images) == limit:
             break
         image = items[index].render()
