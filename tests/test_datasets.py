@@ -225,7 +225,7 @@ def test_an_empty_or_unreadable_folder_is_refused_by_name(tmp_path):
 
 
 def test_a_folder_of_one_image_trains_on_it(tmp_path):
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from spiral.datasets import load_dataset
 
