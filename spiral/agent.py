@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,9 @@ from spiral.network_config import NetworkConfig
 from spiral.policy import PolicyNetwork, check_network_size, check_temperature
 
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
+# Episodes per network pass in Agent.paint_all: enough that the pass costs little per frame on two cores,
+# few enough that the SPIRAL-size network's activations stay small.
+PAINT_BATCH = 64
 
 
 @dataclass
@@ -92,42 +95,82 @@ class Agent:
         array = np.asarray(picture)
         return array if color else np.repeat(array[..., None], 3, axis=-1)
 
-    @torch.no_grad()
     def paint(self, target: np.ndarray | Image.Image | None = None, seed: int | None = None,
               greedy: bool = False, temperature: float | None = None) -> Episode:
         """Paint one episode; conditional agents need a ``target`` (any size: it is resized).
 
         ``greedy`` takes each head's likeliest choice; otherwise the strokes are sampled at
         ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``), by default
-        the agent's own (``self.temperature``).
+        the agent's own (``self.temperature``). Without a ``seed``, a fresh one is drawn.
         """
-        temperature = self.sampling_temperature(temperature)
-        check_temperature(temperature)
         if self.conditional and target is None:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")
         if not self.conditional and target is not None:
             raise ValueError("This agent paints from scratch and takes no target.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or not 0 <= seed <= MAX_SEED):
-            raise ValueError(f"The seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
-        prepared = None if target is None else self.prepare_target(target)
-        env = PaintEnv(self.paint_config, target_source=None if prepared is None else prepared[None])
-        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63))
+        return self.paint_all(None if target is None else [target], [seed], greedy, temperature)[0]
+
+    @torch.no_grad()
+    def paint_all(self, targets: Sequence[np.ndarray | Image.Image] | None = None,
+                  seeds: Sequence[int | None] | None = None, greedy: bool = False,
+                  temperature: float | None = None) -> list[Episode]:
+        """Paint many episodes together: one network pass per step for up to ``PAINT_BATCH`` of them.
+
+        A conditional agent paints one episode per target (seeds 0, 1, ... unless given, one per
+        target); one that paints from scratch, one per seed. Episode ``i`` is ``paint(targets[i],
+        seeds[i])`` up to the last bits of float arithmetic: a network pass over a batch rounds
+        differently from a pass over one image, which flips a greedy choice only at a near tie and a
+        sampled one only at the very edge of a draw (each episode samples from its own seeded stream).
+        For metrics over many images (checkpoints, ``spiral eval``) this is about 10x faster than
+        painting them one at a time.
+        """
+        temperature = self.sampling_temperature(temperature)
+        check_temperature(temperature)
+        if self.conditional:
+            if targets is None:
+                raise ValueError("This agent reconstructs targets: pass targets=<images>.")
+            prepared: list[np.ndarray | None] = [self.prepare_target(target) for target in targets]
+            seeds = list(range(len(prepared)) if seeds is None else seeds)
+            if len(seeds) != len(prepared):
+                raise ValueError(f"Got {len(seeds)} seeds for {len(prepared)} targets: give one per target.")
+        else:
+            if targets is not None:
+                raise ValueError("This agent paints from scratch and takes no target.")
+            if seeds is None:
+                raise ValueError("An agent that paints from scratch needs seeds=<one per painting>.")
+            seeds = list(seeds)
+            prepared = [None] * len(seeds)
+        for seed in seeds:
+            _check_seed(seed)
+        return [episode for start in range(0, len(seeds), PAINT_BATCH)
+                for episode in self._paint_batch(prepared[start:start + PAINT_BATCH], seeds[start:start + PAINT_BATCH],
+                                                 greedy, temperature)]
+
+    def _paint_batch(self, prepared: list[np.ndarray | None], seeds: list[int | None], greedy: bool,
+                     temperature: float) -> list[Episode]:
+        """Episodes painted in lockstep, each in its own ``PaintEnv``, the network run on all at once."""
+        seeds = [int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed for seed in seeds]
+        envs = [PaintEnv(self.paint_config, target_source=None if target is None else target[None])
+                for target in prepared]
         try:
-            observation, _ = env.reset(seed=seed, options=None if prepared is None else {"target": prepared})
-            state = self.policy.initial_state(1)
-            frames, actions, terminated = [observation["canvas"]], [], False
-            while not terminated:
-                batch = {key: torch.as_tensor(value)[None, None] for key, value in observation.items()}
+            observations = [env.reset(seed=seed, options=None if target is None else {"target": target})[0]
+                            for env, seed, target in zip(envs, seeds, prepared)]
+            generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+            state = self.policy.initial_state(len(envs))
+            frames, actions = [[observation["canvas"]] for observation in observations], [[] for _ in envs]
+            for _ in range(self.paint_config.episode_length):  # every episode ends after as many steps
+                batch = {key: torch.as_tensor(np.stack([observation[key] for observation in observations]))[:, None]
+                         for key in observations[0]}
                 features, state = self.policy.features(batch, state)
-                action = self.policy.sample(features, greedy, generator, temperature)[0][0, 0].numpy()
-                observation, _, terminated, _, _ = env.step(action)
-                frames.append(observation["canvas"])
-                actions.append(action.tolist())
-            l2 = env.l2() if prepared is not None else None
-            return Episode(env.program, frames, prepared, l2, actions)
+                chosen = self.policy.sample(features, greedy, generators, temperature)[0][:, 0].numpy()
+                observations = [env.step(action)[0] for env, action in zip(envs, chosen)]
+                for episode, (observation, action) in enumerate(zip(observations, chosen)):
+                    frames[episode].append(observation["canvas"])
+                    actions[episode].append(action.tolist())
+            return [Episode(env.program, frames[i], target, None if target is None else env.l2(), actions[i])
+                    for i, (env, target) in enumerate(zip(envs, prepared))]
         finally:
-            env.close()
+            for env in envs:
+                env.close()
 
 
 @contextmanager
@@ -236,6 +279,12 @@ def _policy(manifest: AgentManifest) -> PolicyNetwork:
              manifest.network)
     check_network_size(*shape)  # before any memory is asked for
     return PolicyNetwork(*shape)
+
+
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"The seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
 
 
 def _array_image(array: np.ndarray) -> Image.Image:

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from envs.storage import FileFormat, write_folder
-from spiral.agent import Agent, load_weights
+from spiral.agent import PAINT_BATCH, Agent, load_weights
 from spiral.shipped import AGENTS_DIR
 
 CLASSIFIER_FORMAT = FileFormat("spiral-classifier", 1, "spiral classifier manifest")
@@ -361,8 +361,13 @@ def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.nda
     to the classifier's white on black, so pass the real images as the dataset has them.
     """
     seeds = range(first_seed, first_seed + samples)
-    canvases = np.stack([agent.paint(seed=seed, greedy=greedy, temperature=temperature).canvas
-                         for seed in tqdm(seeds, desc="painting samples")])
+    with tqdm(total=samples, desc="painting samples") as bar:
+        canvases = []
+        for start in range(0, samples, PAINT_BATCH):
+            batch = agent.paint_all(seeds=seeds[start:start + PAINT_BATCH], greedy=greedy, temperature=temperature)
+            canvases += [episode.canvas for episode in batch]
+            bar.update(len(batch))
+    canvases = np.stack(canvases)
     if agent.manifest.data.invert:
         canvases = 255 - canvases
     return evaluate_samples(classifier, canvases, real_images, split=split)

@@ -56,12 +56,15 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
 
 
 def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None) -> Score:
-    """The agent's paintings of ``targets``: greedy, or sampled at ``temperature`` (by default the agent's own)."""
+    """The agent's paintings of ``targets`` (image ``i`` seeded ``i``): greedy, or sampled at ``temperature`` (by
+    default the agent's own). Painted together (``Agent.paint_all``): the time per image is a share of the batch's."""
     temperature = agent.sampling_temperature(temperature)
     name = ("agent (greedy)" if greedy else "agent (sampled)" if temperature == 1
             else f"agent (sampled at temperature {temperature:g})")
-    return _timed(name, targets, lambda i, target: agent.paint(target, seed=i, greedy=greedy,
-                                                               temperature=temperature).canvas)
+    start = time.perf_counter()
+    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature)
+    errors = [float(mse(episode.canvas, target)) for episode, target in zip(episodes, targets)]
+    return score(name, errors, time.perf_counter() - start)
 
 
 def blank_score(config: PaintConfig, targets: np.ndarray) -> Score:

@@ -25,8 +25,8 @@ def paint_many(agent: Agent, targets: np.ndarray | None, count: int, greedy: boo
     if agent.conditional:
         if targets is None or len(targets) < count:
             raise ValueError(f"A conditional agent needs {count} targets, got {0 if targets is None else len(targets)}.")
-        return [agent.paint(target, seed=i, greedy=greedy) for i, target in enumerate(targets[:count])]
-    return [agent.paint(seed=i, greedy=greedy) for i in range(count)]
+        return agent.paint_all(targets[:count], greedy=greedy)
+    return agent.paint_all(seeds=range(count), greedy=greedy)
 
 
 def grid(rows: list[list[np.ndarray]], tile: int = TILE) -> Image.Image:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +152,14 @@ class SpatialHead(nn.Module):
                 + F.conv2d(fine, weight_fine, padding=1)).flatten(1)
 
 
+def _draw(probabilities: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """One choice per row of ``probabilities`` (rows, choices), row ``i`` drawn from ``generators[i]``."""
+    if generators is None:
+        return torch.multinomial(probabilities, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(row[None], 1, generator=stream)
+                      for row, stream in zip(probabilities, generators, strict=True)]).squeeze(-1)
+
+
 class PolicyNetwork(nn.Module):
     """The SPIRAL agent for one environment's action space.
 
@@ -269,9 +278,14 @@ class PolicyNetwork(nn.Module):
         return self.value_head(features[..., :self.config.hidden]).squeeze(-1)
 
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
-                     generator: torch.Generator | None = None, temperature: float = 1.0
+                     generators: Sequence[torch.Generator] | None = None, temperature: float = 1.0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Walk the heads in order; sample (or take ``actions``) and condition on each choice."""
+        """Walk the heads in order; sample (or take ``actions``) and condition on each choice.
+
+        ``generators``, where given, hold one random stream per row of features (per episode): each
+        row's choice is drawn from its own, so a seeded episode paints the same strokes whichever
+        others share its batch (``spiral.agent.Agent.paint_all``).
+        """
         leading, hidden, channels = features.shape[:-1], self.config.hidden, self.config.channels
         flat = features.reshape(-1, features.shape[-1])
         end = hidden + channels * MAP * MAP
@@ -291,20 +305,22 @@ class PolicyNetwork(nn.Module):
             else:
                 # Dividing by 1.0 is exact: at the default temperature a seed samples what it always has.
                 probabilities = (component_logits / temperature).softmax(-1)
-                choice = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+                choice = _draw(probabilities, generators)
             logits.append(component_logits)
             chosen.append(choice)
             z = z + self.condition[i](torch.cat([z, self.chosen_embeddings[i](choice)], dim=-1))
         return torch.stack(chosen, dim=-1).view(*leading, -1), torch.cat(logits, dim=-1).view(*leading, -1)
 
-    def sample(self, features: torch.Tensor, greedy: bool = False, generator: torch.Generator | None = None,
+    def sample(self, features: torch.Tensor, greedy: bool = False, generators: Sequence[torch.Generator] | None = None,
                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Actions (..., components), their log-probabilities (...) and the logits behind them.
+
+        ``generators``: one random stream per row of ``features`` (``_autoregress``), or None for torch's own.
 
         ``temperature`` below 1 sharpens each head's distribution before sampling (Sketch-RNN's knob:
         likelier, less varied strokes); the log-probabilities and logits stay the policy's own.
         """
-        actions, logits = self._autoregress(features, None, greedy, generator, temperature)
+        actions, logits = self._autoregress(features, None, greedy, generators, temperature)
         return actions, self.log_prob(logits, actions), logits
 
     def training_pass(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor],

@@ -563,14 +563,14 @@ class Pretrainer:
             return {}
         agent = load_agent(agent_dir)
         targets = self.episodes.targets[rows].numpy()
-        greedy = float(np.mean([agent.paint(target, seed=0, greedy=True).l2 for target in targets]))
+        greedy = float(np.mean([episode.l2 for episode in agent.paint_all(targets, [0] * len(targets), greedy=True)]))
         search = float(np.mean(self.episodes.final_mse[rows]))
         self.writer.add_scalar("pretrain/held_out_greedy_mse", greedy, self.step)
         self.writer.add_scalar("pretrain/held_out_search_mse", search, self.step)
         # What an RL run logs as eval/test_l2 (spiral.rllib.trainer: sampled, seeded by the image's place).
         tests = self.experiment.images("test", EVAL_TEST_IMAGES)
         if len(tests):
-            sampled = float(np.mean([agent.paint(target, seed=seed).l2 for seed, target in enumerate(tests)]))
+            sampled = float(np.mean([episode.l2 for episode in agent.paint_all(tests)]))
             self.writer.add_scalar("eval/test_l2", sampled, self.step)
         self.writer.flush()
         return {"greedy_mse": greedy, "search_mse": search}

@@ -10,9 +10,10 @@ import skimage.data
 import torch
 from PIL import Image
 
+import spiral.agent
 from envs import PaintConfig, Program
 from spiral.agent import load_agent, set_temperature, store_in_float16, untrained_agent, write_agent
-from spiral.experiment import DataSettings
+from spiral.experiment import DataSettings, Experiment
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.network_config import NetworkConfig
@@ -86,6 +87,48 @@ def test_conditional_agents_need_a_target_and_unconditional_ones_refuse_one(expo
         load_agent(exported).paint()
     with pytest.raises(ValueError, match="takes no target"):
         untrained_agent(CONFIG, conditional=False, network=TINY).paint(np.zeros((32, 32), np.uint8))
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_painting_many_at_once_paints_what_painting_each_alone_does(greedy):
+    """paint_all runs the network on all the episodes at once; each is the painting paint() gives alone, with its
+    own seed, whichever others share its batch (real digits, the shipped reconstruction agent and generator)."""
+    reconstructor = load_agent(AGENTS_DIR / "mnist-pen")
+    digits = Experiment.from_preset("mnist-pen").images("test", 5)
+    together = reconstructor.paint_all(digits, seeds=[4, 0, 3, 1, 2], greedy=greedy)
+    alone = [reconstructor.paint(digit, seed=seed, greedy=greedy) for digit, seed in zip(digits, [4, 0, 3, 1, 2])]
+    assert [episode.actions for episode in together] == [episode.actions for episode in alone]
+    assert [episode.l2 for episode in together] == [episode.l2 for episode in alone]
+    assert all((a.canvas == b.canvas).all() and (a.target == b.target).all() for a, b in zip(together, alone))
+    generator = load_agent(AGENTS_DIR / GENERATION_AGENT)
+    assert ([episode.actions for episode in generator.paint_all(seeds=[7, 8, 9], greedy=greedy)]
+            == [generator.paint(seed=seed, greedy=greedy).actions for seed in (7, 8, 9)])
+
+
+def test_painting_more_than_a_batch_splits_it_and_seeds_follow_the_targets(exported, monkeypatch):
+    agent = load_agent(exported)
+    targets = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), np.uint8)
+    whole = agent.paint_all(targets)  # seeds 0..4
+    monkeypatch.setattr(spiral.agent, "PAINT_BATCH", 2)
+    assert [episode.actions for episode in agent.paint_all(targets)] == [episode.actions for episode in whole]
+    assert [episode.actions for episode in whole] == [agent.paint(target, seed=i).actions
+                                                      for i, target in enumerate(targets)]
+
+
+def test_painting_many_refuses_mismatched_or_missing_inputs(exported):
+    conditional, unconditional = load_agent(exported), untrained_agent(CONFIG, conditional=False, network=TINY)
+    targets = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="pass targets"):
+        conditional.paint_all(seeds=[0, 1])
+    with pytest.raises(ValueError, match="Got 3 seeds for 2 targets"):
+        conditional.paint_all(targets, seeds=[0, 1, 2])
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        conditional.paint_all(targets, seeds=[0, -1])
+    with pytest.raises(ValueError, match="needs seeds"):
+        unconditional.paint_all()
+    with pytest.raises(ValueError, match="takes no target"):
+        unconditional.paint_all(targets, seeds=[0, 1])
+    assert conditional.paint_all(targets[:0]) == [] and unconditional.paint_all(seeds=[]) == []
 
 
 def test_writing_an_agent_replaces_the_old_folder_whole(exported):

@@ -116,7 +116,8 @@ class Trainer:
 
     def _validation_l2(self, agent) -> float:
         """Greedy, as the agent paints for a user and is scored."""
-        return float(np.mean([agent.paint(target, seed=0, greedy=True).l2 for target in self.validation_targets]))
+        episodes = agent.paint_all(self.validation_targets, seeds=[0] * len(self.validation_targets), greedy=True)
+        return float(np.mean([episode.l2 for episode in episodes]))
 
     @classmethod
     def start(cls, experiment: Experiment, runs_dir: Path, name: str | None = None, **kwargs) -> Trainer:
@@ -223,9 +224,9 @@ class Trainer:
         """Paint with the export (this also checks it loads): a grid in TensorBoard, the best kept."""
         agent = load_agent(agent_dir)
         if self.test_targets is None:
-            episodes = [agent.paint(seed=seed) for seed in range(8)]
+            episodes = agent.paint_all(seeds=range(8))
         else:
-            episodes = [agent.paint(target, seed=seed) for seed, target in enumerate(self.test_targets)]
+            episodes = agent.paint_all(self.test_targets)  # seeded by each image's place
             l2 = float(np.mean([episode.l2 for episode in episodes]))
             self.writer.add_scalar("eval/test_l2", l2, step)
             self.writer.add_scalar("eval/blank_l2", self.blank_l2, step)  # the floor to beat, on the same images
