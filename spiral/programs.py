@@ -32,7 +32,8 @@ digest), environment, data and painting settings. ``agent_folder`` only records 
 was read from: moving the folder does not make a file foreign.
 
 Image ``i`` is painted with the seed ``image_seed(paint.seed, i)``: a painting depends on its image
-and the settings only, not on the order or on which run painted it.
+and the settings only, not on the order or on which run painted it (up to a near tie: images are
+painted ``PAINT_BATCH`` at a time, and ``Agent.paint_all`` says why a batch could round one differently).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import torch
 from envs import ActionCodec, InvalidActionError, PaintConfig, Program, mse
 from envs.painter import agent_view
 from envs.storage import FileFormat, indexed_records, read_json_lines, write_file
-from spiral.agent import MAX_SEED, Agent, load_agent, one_torch_thread
+from spiral.agent import MAX_SEED, PAINT_BATCH, Agent, load_agent, one_torch_thread
 from spiral.demonstrations import Demonstration, Demonstrations
 from spiral.experiment import DataSettings, Experiment, RewardSettings
 
@@ -280,8 +281,9 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     and polarity (its manifest's ``data``). ``greedy`` takes the likeliest action at every step,
     otherwise actions are sampled with ``image_seed(seed, index)``. Indices already in ``out`` are
     skipped (a rerun resumes); a file whose header asks for other settings is refused. Everything
-    that can be refused (agent, dataset, count, split) is, before ``out`` is touched. ``workers`` > 1
-    paints in that many processes, one torch thread each; the lines are the same, in the order they finish.
+    that can be refused (agent, dataset, count, split) is, before ``out`` is touched. Images are painted
+    ``PAINT_BATCH`` at a time on one torch thread; ``workers`` > 1 paints batches in that many processes,
+    and the lines are the same, in the order the batches finish.
     """
     from tqdm import tqdm
 
@@ -322,26 +324,32 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
 
 def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], greedy: bool, seed: int,
                workers: int) -> Iterator[PaintedProgram]:
-    """The paintings of the images ``todo``, as they finish: here, or in a pool of ``workers`` processes.
+    """The paintings of the images ``todo``, a batch at a time as they finish: here, or in a pool of
+    ``workers`` processes.
 
-    A painting depends only on its image, the weights and ``image_seed(seed, index)``, so the pool's
-    lines are those this process would write. Fork where there is one (as the demonstrations' pool):
-    the workers inherit the agent, and with one torch thread each they never enter an OpenMP parallel
-    region, the thing a forked torch must not do.
+    Each batch of ``PAINT_BATCH`` images is painted together (``Agent.paint_all``). A painting depends
+    only on its image, the weights and ``image_seed(seed, index)`` (up to a near tie, ``paint_all``),
+    so the pool's lines are those this process would write. Fork where there is one (as the
+    demonstrations' pool): the workers inherit the agent, and with one torch thread each they never
+    enter an OpenMP parallel region, the thing a forked torch must not do.
     """
-    jobs = ((index, np.ascontiguousarray(targets[index])) for index in todo)
-    if workers == 1 or len(todo) <= 1:
-        yield from (_paint(agent, greedy, seed, job) for job in jobs)
+    jobs = ((batch, targets[batch]) for batch in (todo[start:start + PAINT_BATCH]
+                                                  for start in range(0, len(todo), PAINT_BATCH)))
+    if workers == 1 or len(todo) <= PAINT_BATCH:
+        for job in jobs:
+            yield from _paint(agent, greedy, seed, job)
         return
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(min(workers, len(todo)), _start_worker, (agent, greedy, seed)) as pool:
-        yield from pool.imap_unordered(_paint_in_worker, jobs, chunksize=4)
+    with context.Pool(min(workers, math.ceil(len(todo) / PAINT_BATCH)), _start_worker, (agent, greedy, seed)) as pool:
+        for painted in pool.imap_unordered(_paint_in_worker, jobs):
+            yield from painted
 
 
-def _paint(agent: Agent, greedy: bool, seed: int, job: tuple[int, np.ndarray]) -> PaintedProgram:
-    index, target = job
-    episode = agent.paint(target, seed=image_seed(seed, index), greedy=greedy)
-    return PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
+def _paint(agent: Agent, greedy: bool, seed: int, job: tuple[list[int], np.ndarray]) -> list[PaintedProgram]:
+    indices, targets = job
+    episodes = agent.paint_all(targets, [image_seed(seed, index) for index in indices], greedy)
+    return [PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
+            for index, target, episode in zip(indices, targets, episodes)]
 
 
 _worker: tuple[Agent, bool, int] | tuple[()] = ()  # a pool worker's (agent, greedy, seed)
@@ -353,7 +361,7 @@ def _start_worker(agent: Agent, greedy: bool, seed: int) -> None:
     _worker = (agent, greedy, seed)
 
 
-def _paint_in_worker(job: tuple[int, np.ndarray]) -> PaintedProgram:
+def _paint_in_worker(job: tuple[list[int], np.ndarray]) -> list[PaintedProgram]:
     return _paint(*_worker, job)
 
 

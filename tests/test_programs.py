@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import spiral.programs
 from envs import PaintConfig, mse
 from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import CommandError, main
@@ -88,11 +89,12 @@ def test_a_rerun_resumes_after_a_line_cut_short(tmp_path):
     assert generate_programs(L2_AGENT, "mnist", out, count=2, progress=False).new == 0
 
 
-def test_workers_paint_the_programs_one_process_paints(tmp_path):
+def test_workers_paint_the_programs_one_process_paints(tmp_path, monkeypatch):
     one, pool = tmp_path / "one.jsonl", tmp_path / "pool.jsonl"
-    generate_programs(L2_AGENT, "mnist", one, count=6, greedy=False, seed=3, progress=False)
-    summary = generate_programs(L2_AGENT, "mnist", pool, count=6, greedy=False, seed=3, workers=2, progress=False)
-    assert (summary.total, summary.new) == (6, 6)
+    generate_programs(L2_AGENT, "mnist", one, count=7, greedy=False, seed=3, progress=False)
+    monkeypatch.setattr(spiral.programs, "PAINT_BATCH", 2)  # four batches (the last of one image) for two workers
+    summary = generate_programs(L2_AGENT, "mnist", pool, count=7, greedy=False, seed=3, workers=2, progress=False)
+    assert (summary.total, summary.new) == (7, 7)
     assert pool.read_text().splitlines()[0] == one.read_text().splitlines()[0]  # the same header
 
     def lines(path):
