@@ -120,14 +120,17 @@ class Agent:
         seeds[i])`` up to the last bits of float arithmetic: a network pass over a batch rounds
         differently from a pass over one image, which flips a greedy choice only at a near tie and a
         sampled one only at the very edge of a draw (each episode samples from its own seeded stream).
-        For metrics over many images (checkpoints, ``spiral eval``) this is about 10x faster than
-        painting them one at a time.
+        For metrics over many images (checkpoints, ``spiral eval``) this is 5-10x faster than
+        painting them one at a time (``benchmarks/painting.py``).
         """
         temperature = self.sampling_temperature(temperature)
         check_temperature(temperature)
         if self.conditional:
             if targets is None:
                 raise ValueError("This agent reconstructs targets: pass targets=<images>.")
+            if isinstance(targets, Image.Image) or (isinstance(targets, np.ndarray) and targets.ndim == 3
+                                                    and targets.shape[-1] in (3, 4)):
+                raise ValueError("targets is one image, not a sequence of them: pass [image], or use paint().")
             prepared: list[np.ndarray | None] = [self.prepare_target(target) for target in targets]
             seeds = list(range(len(prepared)) if seeds is None else seeds)
             if len(seeds) != len(prepared):

@@ -120,6 +120,9 @@ def test_painting_many_refuses_mismatched_or_missing_inputs(exported):
     targets = np.zeros((2, 32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="pass targets"):
         conditional.paint_all(seeds=[0, 1])
+    for one_image in (targets[0], Image.fromarray(targets[0])):
+        with pytest.raises(ValueError, match="targets is one image"):
+            conditional.paint_all(one_image)
     with pytest.raises(ValueError, match="Got 3 seeds for 2 targets"):
         conditional.paint_all(targets, seeds=[0, 1, 2])
     with pytest.raises(ValueError, match="seed must be an integer"):
