@@ -31,7 +31,8 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALA
 DEFAULT_TAGS = (
     ("eval/test_l2",),  # the held-out reconstruction error (conditional runs)
     ("pretrain/held_out_greedy_mse",),  # pretraining runs: the student against ...
-    ("pretrain/held_out_nll",),  # ... and how well it predicts the teacher
+    ("pretrain/held_out_nll",),  # ... and how well it predicts the teacher,
+    ("pretrain/train_nll",),  # ... beside the programs it learns from (apart: it overfits)
     # D(real) - D(fake), the critic's gap (wgan-gp); the non-saturating loss logs only the scores.
     ("discriminator/wasserstein", "discriminator/d_[rf]*"),
     # The learner computes the rewards (the environment's own are 0), so its mean comes first.
@@ -51,6 +52,7 @@ TITLES = {
     "env/steps_per_s": "env steps / s",
     "pretrain/held_out_greedy_mse": "pretraining: greedy MSE on held-out demonstrations' images",
     "pretrain/held_out_nll": "pretraining: held-out NLL of the teacher's actions",
+    "pretrain/train_nll": "pretraining: training NLL of the teacher's actions",
 }
 
 GRID_TAG = "paintings"  # the trainer's grid of held-out targets and paintings, logged at each checkpoint

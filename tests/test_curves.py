@@ -70,6 +70,9 @@ def test_the_default_curves_are_those_the_runs_logged(resumed_run):
                          "policy/entropy_end", "policy/entropy_flag", "policy/total_loss"}) == [
         "discriminator/d_fake", "discriminator/d_real", "env/episode_return_mean",
         "policy/entropy_end", "policy/entropy_flag"]
+    # A cloning run: how well it predicts held-out programs beside the ones it learns from.
+    assert default_tags({"pretrain/held_out_nll", "pretrain/held_out_nll_end", "pretrain/train_nll",
+                         "pretrain/train_nll_end", "pretrain/lr"}) == ["pretrain/held_out_nll", "pretrain/train_nll"]
 
 
 def test_the_cli_plots_two_runs_over_steps_and_wall_time(resumed_run, tmp_path, capsys):
