@@ -183,7 +183,11 @@ def test_the_rllib_module_trains_on_the_log_probs_it_sampled_with(conditional_en
     obs = observations(env, batch=2, steps=4)
     state = {key: torch.as_tensor(np.stack([value] * 2)) for key, value in module.get_initial_state().items()}
     sampled = module.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: state})
+    # Acting records no autograd graph (the env runners' steps are never differentiated); training does.
+    assert not any(tensor.requires_grad for tensor in (sampled[Columns.ACTION_LOGP], sampled[Columns.ACTION_DIST_INPUTS],
+                                                       *sampled[Columns.STATE_OUT].values()))
     trained = module.forward_train({Columns.OBS: obs, Columns.STATE_IN: state, Columns.ACTIONS: sampled[Columns.ACTIONS]})
+    assert trained[Columns.ACTION_DIST_INPUTS].requires_grad
     distribution = module.get_train_action_dist_cls().from_logits(trained[Columns.ACTION_DIST_INPUTS])
     assert torch.allclose(distribution.logp(sampled[Columns.ACTIONS]), sampled[Columns.ACTION_LOGP], atol=1e-5)
     values = module.compute_values({Columns.OBS: obs, Columns.STATE_IN: state}, trained[Columns.EMBEDDINGS])

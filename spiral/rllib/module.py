@@ -63,8 +63,12 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
         return features, {"h": h, "c": c}
 
     def _act(self, batch: dict[str, Any], greedy: bool) -> dict[str, Any]:
-        features, state_out = self._features(batch)
-        actions, logp, logits = self.net.sample(features, greedy=greedy)
+        # Without gradients, as RLlib's own ``_forward_exploration`` runs (which these overrides replace):
+        # the env runners' steps are data for the learner, never differentiated, so recording the
+        # autograd graph of every acting pass was wasted work.
+        with torch.no_grad():
+            features, state_out = self._features(batch)
+            actions, logp, logits = self.net.sample(features, greedy=greedy)
         return {
             Columns.ACTIONS: actions,
             Columns.ACTION_LOGP: logp,
