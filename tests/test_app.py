@@ -205,6 +205,22 @@ def test_generated_samples_are_labelled_by_the_current_seed_and_greedy_paints_on
     assert captions.count("greedy") == 1 and not any(caption.startswith("seed ") for caption in captions)
 
 
+def test_a_sample_in_the_grid_is_the_painting_its_seed_gives_alone(runs):
+    """The grid is painted in one batch (Agent.paint_all); a seed's painting must not depend on the others."""
+    app = start()
+    app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
+    app.sidebar.number_input(key="seed").set_value(5).run()
+    app.slider(key="samples").set_value(3).run()
+    in_a_grid = {caption: image.value for image in app.image for caption in image.captions}
+    app.sidebar.number_input(key="seed").set_value(6).run()
+    app.slider(key="samples").set_value(1).run()
+    alone = {caption: image.value for image in app.image for caption in image.captions}
+    assert not app.exception
+    label = next(caption for caption in alone if caption.startswith("seed 6"))
+    assert in_a_grid[label] == alone[label]
+    assert in_a_grid[label] != in_a_grid[label.replace("seed 6", "seed 7")]
+
+
 def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
     app = start()
     app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
