@@ -40,6 +40,11 @@ class PaintConfig:
         use_flag: when False the pen flag leaves the action space and every stroke paints. Where
             random strokes score worse than a blank canvas (white on black), a trainable flag
             invites the "never paint" collapse before the agent has learned where to paint.
+        fit_color: each stroke takes the colour level of least squared error to the target under its
+            footprint (``envs.color_fit``), whatever colour the action chose: the agent decides where
+            and how to paint, the target the colour. Needs ``use_color`` and a target (a conditional
+            ``PaintEnv``); the stroke and the recorded action carry the fitted colour, so programs
+            replay exactly without the target.
         background: canvas colour, 0..255 RGB. ``fixed_color`` is 0..255 RGB too.
         reward: ``none`` (training computes every reward on the learner, see ``spiral.rewards``),
             ``l2-final`` (minus the mean squared error to the target at the last step) or
@@ -60,6 +65,7 @@ class PaintConfig:
     use_pressure: bool = True
     use_color: bool = True
     use_flag: bool = True
+    fit_color: bool = False
     fixed_size: float = 2.0
     fixed_pressure: float = 1.0
     fixed_color: tuple[int, int, int] = (0, 0, 0)
@@ -85,9 +91,11 @@ class PaintConfig:
                             ("color_levels", MAX_LEVELS), ("episode_length", MAX_EPISODE_LENGTH)):
             if _is_int(getattr(self, name)) and getattr(self, name) > limit:
                 problems.append(f"{name} must be at most {limit} (envs.limits), got {getattr(self, name)}")
-        for name in ("use_size", "use_pressure", "use_color", "use_flag"):
+        for name in ("use_size", "use_pressure", "use_color", "use_flag", "fit_color"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.fit_color is True and self.use_color is False:
+            problems.append("fit_color chooses among the colour levels of the action space: it needs use_color = true")
         if not isinstance(self.brush, str) or not self.brush:
             problems.append(f"brush must be a brush name or a .myb path, got {self.brush!r}")
         try:

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import ActionCodec
+from envs.color_fit import ColorFit
 from envs.config import PaintConfig
 from envs.painter import Painter, agent_view
 from envs.program import Program
@@ -48,6 +49,8 @@ class PaintEnv(gym.Env):
     The reward is 0 unless ``config.reward`` asks for the L2 baseline (SPIRAL's adversarial
     rewards are computed by the learner from the canvases). ``info["stroke"]`` is the
     ``Stroke`` just drawn and ``env.program`` the episode so far as a replayable ``Program``.
+    With ``config.fit_color`` each stroke takes the target's best colour for its footprint
+    (``envs.color_fit``), and ``prev_action`` and ``info["action"]`` show the colour painted.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -68,6 +71,8 @@ class PaintEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
         if self.config.reward != "none" and target_source is None:
             raise ValueError(f"reward={self.config.reward!r} compares with a target: pass a target_source.")
+        if self.config.fit_color and target_source is None:
+            raise ValueError("fit_color takes each stroke's colour from the target: pass a target_source.")
         self.render_mode = render_mode
         self.codec = ActionCodec(self.config)
         self.action_space = self.codec.space
@@ -87,6 +92,7 @@ class PaintEnv(gym.Env):
             self.config.render_scale, self.config.points_per_stroke,
         )
         self.target: np.ndarray | None = None
+        self._color_fit: ColorFit | None = None  # made at the first reset, from its target
         self.program = self._blank_program()
         self._canvas = self._agent_view(self._painter.canvas())
         self._steps = 0
@@ -167,6 +173,11 @@ class PaintEnv(gym.Env):
             self.target = self._as_target(self._targets(self.np_random))
         elif self._targets is not None:
             self.target = self._as_target(self._targets[self.np_random.integers(len(self._targets))])
+        if self.config.fit_color:
+            if self._color_fit is None:
+                self._color_fit = ColorFit(self.config, self.codec, self.target)
+            else:
+                self._color_fit.reset(self.target)
         self._painter.reset()
         self._canvas = self._agent_view(self._painter.canvas())
         self.program = self._blank_program()
@@ -181,6 +192,11 @@ class PaintEnv(gym.Env):
             raise RuntimeError(f"The episode ended after {self.config.episode_length} strokes: call reset().")
         action = self.codec.validate(action)
         stroke = self.codec.stroke(action, self._pen)
+        if self._color_fit is not None and stroke.pen_down:
+            action = action.copy()  # never the caller's array
+            self._color_fit.update(self._canvas)
+            self._color_fit.fit(action, self._pen)
+            stroke = self.codec.stroke(action, self._pen)
         previous_l2 = self.l2() if self.config.reward == "l2-step" else 0.0
         if stroke.pen_down:
             self._painter.draw(stroke)
@@ -190,7 +206,7 @@ class PaintEnv(gym.Env):
         self._prev_action = action
         self._steps += 1
         terminated = self._steps == self.config.episode_length
-        info = {"stroke": stroke, "step": self._steps}
+        info = {"stroke": stroke, "step": self._steps, "action": action.copy()}
         reward = 0.0
         if self.target is not None:
             info["l2"] = l2 = self.l2()
@@ -208,3 +224,5 @@ class PaintEnv(gym.Env):
 
     def close(self) -> None:
         self._painter.close()
+        if self._color_fit is not None:
+            self._color_fit.close()

@@ -165,10 +165,11 @@ class Agent:
                          for key in observations[0]}
                 features, state = self.policy.features(batch, state)
                 chosen = self.policy.sample(features, greedy, generators, temperature)[0][:, 0].numpy()
-                observations = [env.step(action)[0] for env, action in zip(envs, chosen)]
-                for episode, (observation, action) in enumerate(zip(observations, chosen)):
+                steps = [env.step(action) for env, action in zip(envs, chosen)]
+                observations = [observation for observation, *_ in steps]
+                for episode, (observation, *_, info) in enumerate(steps):
                     frames[episode].append(observation["canvas"])
-                    actions[episode].append(action.tolist())
+                    actions[episode].append(info["action"].tolist())  # as painted (fit_color sets the colour)
             return [Episode(env.program, frames[i], target, None if target is None else env.l2(), actions[i])
                     for i, (env, target) in enumerate(zip(envs, prepared))]
         finally:

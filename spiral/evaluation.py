@@ -68,7 +68,7 @@ def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: fl
 
 
 def blank_score(config: PaintConfig, targets: np.ndarray) -> Score:
-    blank = PaintEnv(config).reset(seed=0)[0]["canvas"]
+    blank = PaintEnv(dataclasses.replace(config, fit_color=False)).reset(seed=0)[0]["canvas"]  # no target here
     return _timed("blank canvas", targets, lambda i, target: blank)
 
 

@@ -159,6 +159,8 @@ class Experiment:
                             f"reward.mode=\"l2\" and leave env.reward=\"none\"")
         if self.reward.complement and not self.reward.conditional:
             problems.append("reward.complement needs reward.conditional=true")
+        if self.env.get("fit_color") is True and not self.reward.conditional:
+            problems.append("env.fit_color takes each stroke's colour from the target: it needs reward.conditional=true")
         try:  # the types are checked: what is left is PaintConfig's own ranges and unknown keys
             self.paint_config()
         except (TypeError, ValueError) as error:

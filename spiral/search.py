@@ -41,12 +41,13 @@ brushes with random jitter (whose dabs depend on what the brush drew before).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from envs import ActionCodec, PaintConfig, Painter, mse
 from envs.actions import MOVE, PAINT
+from envs.color_fit import ColorFit
 from envs.painter import agent_view
 from envs.stroke import Point
 
@@ -191,7 +192,7 @@ class _Search:
         self.flag = self.codec.index.get("flag")
         self.moves = pen_up and self.flag is not None
         self.proposal = _InkProposal(config, self.codec, self.target) if guided > 0 else None
-        self.colours = _ColourFit(config, self.codec, self.target) if config.use_color else None
+        self.colours = ColorFit(config, self.codec, self.target) if config.use_color else None
         self.canvases = _Canvas(config, replayable)
         self.canvas = self.canvases.view(self.canvases.painter)
         self.error, self.pen = float(mse(self.canvas, self.target)), (config.width / 2, config.height / 2)
@@ -284,48 +285,6 @@ class _Search:
         self.canvases.painter.draw(stroke)
         self.canvas, self.pen = self.canvases.view(self.canvases.painter), stroke.end
         self.error = float(mse(self.canvas, self.target))
-
-
-class _ColourFit:
-    """The colour a candidate stroke should have: the one that brings its footprint nearest the target.
-
-    An opaque brush blends its colour ``c`` over the canvas with a coverage ``a`` (0..1 per pixel)
-    that does not depend on ``c``: ``new = (1 - a) old + a c``. The ``c`` of least squared error
-    is ``sum(a (target - (1 - a) old)) / sum(a^2)`` per channel, exact for a fixed footprint
-    (issue #11); the stroke takes the nearest colour level. The coverage is read from the stroke
-    drawn in white on a black canvas of its own, one render more per candidate, and
-    random candidates then differ only in where they paint: a random colour of 20^3 levels is
-    almost always wrong.
-    """
-
-    def __init__(self, config: PaintConfig, codec: ActionCodec, target: np.ndarray):
-        self.codec, self.levels = codec, config.color_levels - 1
-        self.channels = [codec.index[channel] for channel in ("red", "green", "blue")]
-        self.target = target.astype(np.float32) / 255.0
-        self.scale = config.render_scale
-        self.painter = Painter(config.width, config.height, config.brush, (0, 0, 0), config.render_scale,
-                               config.points_per_stroke)
-        self.blank = self.painter.surface.snapshot()
-        self.old = np.ones_like(self.target)  # the canvas the candidates are tried on, in [0, 1]
-
-    def update(self, canvas: np.ndarray) -> None:
-        """Take the canvas of the coming step's candidates."""
-        self.old = canvas.astype(np.float32) / 255.0
-
-    def fit(self, action: np.ndarray, start: Point) -> None:
-        """Set ``action``'s colour components to the best colour for its footprint from ``start``."""
-        stroke = replace(self.codec.stroke(action, start), color=(1.0, 1.0, 1.0))
-        self.painter.draw(stroke)
-        coverage = agent_view(self.painter.canvas(), self.scale)[..., :1].astype(np.float32) / 255.0
-        self.painter.surface.restore(self.blank)
-        weight = float((coverage**2).sum())
-        if weight == 0:
-            return  # paints nothing visible: any colour does
-        colour = (coverage * (self.target - (1 - coverage) * self.old)).sum((0, 1)) / weight
-        action[self.channels] = np.clip(np.round(colour * self.levels), 0, self.levels).astype(np.int64)
-
-    def close(self) -> None:
-        self.painter.close()
 
 
 class _InkProposal:

@@ -34,8 +34,8 @@ GENERATION_AGENT = "mnist-pen-gen"  # the best shipped agent that paints from sc
 # What each shipped agent is good at, in words for the app's sidebar (docs/RESULTS.md has the figures).
 STRENGTHS = {
     "mnist-pen": "white-on-black handwriting and line drawings: digits best, letters and sketches too",
-    "photos-paint": "the layout and tones of any picture in colour, in 20 opaque pen strokes of 1 to 24 px; "
-                    "not yet its details (trained on 12 photos)",
+    "photos-paint": "the layout of any picture in colour, in 20 opaque pen strokes of 1 to 24 px, each in the "
+                    "picture's own colour under it; not yet its details (trained on 12 photos)",
     "lfw-paint": "a face's overall tone and background, not yet its features (the photo agent adapted to "
                  "scikit-image's 80 greyscale training faces)",
     "glyphs-pen": "white-on-black letters of many scripts, including ones it never saw",

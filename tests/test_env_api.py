@@ -183,6 +183,10 @@ def test_target_sampler_function_is_called_with_the_env_rng():
         ({"brush": "classic/no_such_brush"}, "Unknown brush"),
         ({"render_mode": "human"}, "render_mode"),
         ({"colour": True}, "Unknown PaintConfig setting"),
+        ({"fit_color": True}, "fit_color takes each stroke's colour from the target"),
+        ({"fit_color": True, "use_color": False, "target_source": np.zeros((1, 64, 64), np.uint8)},
+         "fit_color chooses among the colour levels"),
+        ({"fit_color": 1}, "fit_color must be true or false"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_message(kwargs, message):
@@ -239,3 +243,57 @@ def test_program_records_what_the_env_painted(env):
         env.step(env.action_space.sample())
     assert isinstance(env.program, Program) and len(env.program.strokes) == 20
     assert env.program.strokes[1].start == env.program.strokes[0].end
+
+
+def test_fit_color_paints_each_stroke_in_the_colour_of_least_error_and_records_it():
+    """The fitted colour beats every other colour the action could have chosen for the same footprint, and the
+    recorded action, the observation's prev_action and the program carry it: the program replays exactly."""
+    rng = np.random.default_rng(0)
+    target = np.zeros((64, 64, 3), np.uint8)
+    target[:, :32] = (200, 40, 90)  # two flat colours and some noise: a stroke across both is a compromise
+    target[:, 32:] = (20, 160, 230)
+    target = np.clip(target + rng.integers(-20, 21, target.shape), 0, 255).astype(np.uint8)
+    settings = {"brush": "classic/pen", "use_pressure": False, "grid_size": 8}
+    fitted = PaintEnv(target_source=target[None], fit_color=True, render_mode="rgb_array", **settings)
+    plain = PaintEnv(target_source=target[None], **settings)
+    try:
+        fitted.reset(seed=0)
+        strokes = [action(fitted, flag=1, end=cell(fitted, 2, 1), control=cell(fitted, 2, 6), size=4),
+                   action(fitted, flag=0, end=cell(fitted, 6, 1)),
+                   action(fitted, flag=1, end=cell(fitted, 6, 6), control=cell(fitted, 5, 3), size=2)]
+        before = [stroke.copy() for stroke in strokes]
+        painted = []
+        for step, chosen in enumerate(strokes):
+            observation, _, _, _, info = fitted.step(chosen)
+            np.testing.assert_array_equal(chosen, before[step])  # the caller's array is left alone
+            np.testing.assert_array_equal(observation["prev_action"], info["action"])
+            painted.append(info["action"])
+            error = info["l2"]
+            # The same stroke in other colours, on the same canvas, paints no nearer the target.
+            channels = [fitted.codec.index[channel] for channel in ("red", "green", "blue")]
+            if chosen[fitted.codec.index["flag"]] == 0:
+                np.testing.assert_array_equal(info["action"], chosen)  # a move paints nothing: nothing to fit
+                continue
+            assert not np.array_equal(info["action"][channels], chosen[channels])  # black was not the best colour
+            others = [info["action"][channels]] + [rng.integers(0, 20, 3) for _ in range(12)]
+            for offset in ((1, 0, 0), (0, -1, 0), (0, 0, 1)):
+                others.append(np.clip(info["action"][channels] + offset, 0, 19))
+            for colour in others:
+                plain.reset(seed=0, options={"target": target})
+                for earlier in painted[:-1]:
+                    plain.step(earlier)
+                trial = info["action"].copy()
+                trial[channels] = colour
+                assert plain.step(trial)[4]["l2"] >= error - 1e-12, f"colour {colour} beats the fit at step {step}"
+        np.testing.assert_array_equal(fitted.program.render(), fitted.render())
+        assert [stroke.color for stroke in fitted.program.strokes] == \
+            [fitted.codec.stroke(a, (0, 0)).color for a in painted]
+        # Same target and actions, same painting (the fit starts each episode afresh).
+        first = observation["canvas"]
+        fitted.reset(seed=0)
+        for chosen in strokes:
+            observation = fitted.step(chosen)[0]
+        np.testing.assert_array_equal(observation["canvas"], first)
+    finally:
+        fitted.close()
+        plain.close()

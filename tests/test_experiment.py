@@ -31,6 +31,7 @@ def test_overrides_reach_any_field():
         (["reward.mode=\"sparkles\""], "reward.mode must be one of"),
         (["reward.mode=\"l2\"", "reward.conditional=false"], "compares with targets"),
         (["env.grid_size=0"], "grid_size"),
+        (["env.fit_color=true", "reward.conditional=false", "reward.mode=\"final\""], "fit_color takes each stroke"),
         (["network.widht=3"], "Unknown network setting"),
         (["lr"], "must look like section.field=value"),
     ],
