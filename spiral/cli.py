@@ -316,7 +316,7 @@ def demos(args: argparse.Namespace) -> None:
     search = SearchSettings(bank=args.bank, jumps=args.bank // 4 if args.jumps is None else args.jumps,
                             guided=args.guided, refine=args.refine, seed=args.seed)
     summary = generate_demonstrations(experiment, args.count, search, args.out, workers=args.workers,
-                                      student=args.student)
+                                      student=args.student, tolerance=args.tolerance)
     print(summary.line())
 
 
@@ -392,6 +392,9 @@ def _add_pipeline_commands(commands) -> None:
     demos_cmd.add_argument("--out", required=True, help="the JSONL file; an existing one is extended")
     demos_cmd.add_argument("--student", metavar="AGENT", help="write corrections (DAgger): AGENT paints each image, "
                                                               "greedy, and the search labels each of its states")
+    demos_cmd.add_argument("--tolerance", type=_fraction, default=0.0,
+                           help="with --student: keep the student's own stroke as the label where it gains at least "
+                                "1 - TOLERANCE of what the search's gains, e.g. 0.1 (default 0: always the search's)")
     demos_cmd.set_defaults(run=demos)
 
     pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations (or of an agent's "

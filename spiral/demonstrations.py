@@ -24,8 +24,9 @@ action per step, and ``mse`` what replaying them through ``PaintEnv`` on that im
 canvases the search never showed it, and does not know how to recover there. A corrections file
 records the student's own greedy episodes, ``actions``, with what the search would have done in
 each of their states, ``labels`` (``spiral.search.label_episode``); ``mse`` is the student's.
-Its header adds ``"student": {"agent": PATH, "policy_sha256": ...}``. Pretraining replays the
-student's actions and imitates the labels.
+Its header adds ``"student": {"agent": PATH, "policy_sha256": ...}`` (and ``"tolerance"`` where
+the labels keep the student's strokes that are nearly as good as the search's, ``--tolerance``).
+Pretraining replays the student's actions and imitates the labels.
 Lines are appended as the images finish, so an interrupted run leaves a valid file: a reader
 ignores a last line cut short, and ``generate_demonstrations`` picks up where it stopped, skipping
 the indices already there (after checking that the header asks for the same settings).
@@ -228,13 +229,16 @@ class Summary:
 
 
 def generate_demonstrations(experiment: Experiment, count: int, search: SearchSettings, out: str | Path,
-                            workers: int = 1, progress: bool = True, student: str | Path | None = None) -> Summary:
+                            workers: int = 1, progress: bool = True, student: str | Path | None = None,
+                            tolerance: float = 0.0) -> Summary:
     """Paint the first ``count`` training images with the search, appending to the JSONL file ``out``.
 
     Indices already in ``out`` are skipped (a rerun resumes); a file whose header asks for other
     settings is refused. ``workers`` > 1 paints in that many processes, each with its own renderer.
     With ``student`` (an agent folder), write corrections instead: the student paints each image,
     greedy, and the search labels every state of its episode; ``mse`` is then the student's.
+    ``tolerance`` > 0 keeps the student's own stroke as the label where it gains at least ``1 -
+    tolerance`` of the search's (``spiral.search.label_episode``); the header's ``student`` records it.
     """
     from tqdm import tqdm
 
@@ -242,13 +246,17 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
         raise ValueError(f"count must be a positive integer, got {count!r}.")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}.")
+    if tolerance and student is None:
+        raise ValueError("tolerance keeps a student's own strokes as labels: it needs a student (--student).")
     limit = experiment.data.limit
     if limit is not None and count > limit:
         raise ValueError(f"The experiment limits its data to {limit} images per split (data.limit); "
                          f"asked for {count}.")
     out = Path(out)
     config = experiment.paint_config()
-    agent, student_record = _student(student, config) if student is not None else (None, None)
+    agent, student_record = _student(student, config, tolerance) if student is not None else (None, None)
     header = demo_header(experiment, search, student_record)
     done = _prepare(out, header)
     targets = training_images(header["data"], config, count)
@@ -256,7 +264,7 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
     start, cpu = time.perf_counter(), 0.0
     bar = tqdm(total=count, initial=count - len(todo), desc="demonstrations", unit="img", disable=not progress)
     with open(out, "a", encoding="utf-8") as file, bar, _student_threads(agent):
-        for demo, seconds in _paint_all(config, search, targets, todo, workers, agent):
+        for demo, seconds in _paint_all(config, search, targets, todo, workers, agent, tolerance):
             file.write(demo.to_json() + "\n")
             file.flush()
             done[demo.index] = demo.mse
@@ -292,8 +300,9 @@ def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
     return {demo.index: demo.mse for demo in existing.demos}
 
 
-def _student(folder: str | Path, config: PaintConfig) -> tuple[Any, dict[str, Any]]:
-    """The student agent in ``folder`` and how a corrections header names it; refused if it paints otherwise."""
+def _student(folder: str | Path, config: PaintConfig, tolerance: float = 0.0) -> tuple[Any, dict[str, Any]]:
+    """The student agent in ``folder`` and how a corrections header names it (with the labels' ``tolerance`` where
+    there is one); refused if it paints otherwise."""
     import hashlib
 
     from spiral.agent import load_agent
@@ -305,7 +314,8 @@ def _student(folder: str | Path, config: PaintConfig) -> tuple[Any, dict[str, An
         raise ValueError(f"The student {folder} paints with other environment settings than the preset's: its "
                          "episodes could not be labelled in the preset's action space.")
     digest = hashlib.sha256((Path(folder) / "policy.pt").read_bytes()).hexdigest()
-    return agent, {"agent": str(Path(folder).resolve()), "policy_sha256": digest}
+    record = {"agent": str(Path(folder).resolve()), "policy_sha256": digest}
+    return agent, record | ({"tolerance": float(tolerance)} if tolerance else {})
 
 
 def _student_threads(student: Any) -> contextlib.AbstractContextManager:
@@ -318,7 +328,7 @@ def _student_threads(student: Any) -> contextlib.AbstractContextManager:
 
 
 def _paint_all(config: PaintConfig, search: SearchSettings, targets: np.ndarray, todo: list[int],
-               workers: int, student: Any = None) -> Iterator[tuple[Demonstration, float]]:
+               workers: int, student: Any = None, tolerance: float = 0.0) -> Iterator[tuple[Demonstration, float]]:
     """The demonstrations of ``todo``, as they finish, with the seconds each took.
 
     A ``student`` paints in this process (torch stays out of the workers), as the workers ask for jobs.
@@ -331,22 +341,23 @@ def _paint_all(config: PaintConfig, search: SearchSettings, targets: np.ndarray,
 
     jobs = map(job, todo)
     if workers == 1 or len(todo) <= 1:
-        _start_worker(config.to_dict(), asdict(search))
+        _start_worker(config.to_dict(), asdict(search), tolerance)
         yield from map(_paint_one, jobs)
         return
     # Fork where there is one: no interpreter to start, and no resource-tracker process left running after the
     # pool (spawn's). The workers never touch torch (spiral.search is numpy and libmypaint), so a parent whose
     # torch has started threads is no hazard to them.
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(min(workers, len(todo)), _start_worker, (config.to_dict(), asdict(search))) as pool:
+    with context.Pool(min(workers, len(todo)), _start_worker, (config.to_dict(), asdict(search), tolerance)) as pool:
         yield from pool.imap_unordered(_paint_one, jobs)
 
 
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(config: dict[str, Any], search: dict[str, Any]) -> None:
+def _start_worker(config: dict[str, Any], search: dict[str, Any], tolerance: float) -> None:
     _worker["config"], _worker["search"] = PaintConfig.from_dict(config), SearchSettings(**search)
+    _worker["tolerance"] = tolerance
 
 
 def _paint_one(job: tuple[int, np.ndarray, np.ndarray | None]) -> tuple[Demonstration, float]:
@@ -359,6 +370,7 @@ def _paint_one(job: tuple[int, np.ndarray, np.ndarray | None]) -> tuple[Demonstr
         result = greedy_search(config, target, rng=rng, **search.keywords())
         demo = Demonstration(index, np.asarray(result.actions, np.int64), result.mse)
     else:
-        labels, error = label_episode(config, target, actions, rng, **search.keywords())
+        labels, error = label_episode(config, target, actions, rng, tolerance=_worker["tolerance"],
+                                      **search.keywords())
         demo = Demonstration(index, actions, error, labels)
     return demo, time.perf_counter() - start

@@ -156,7 +156,7 @@ def greedy_search(config: PaintConfig, target: np.ndarray, bank: int, rng: np.ra
 
 def label_episode(config: PaintConfig, target: np.ndarray, actions: np.ndarray, rng: np.random.Generator, *,
                   bank: int, jumps: int = 0, jump_factor: float = JUMP_FACTOR, guided: float = 0.0,
-                  refine: int = 0) -> tuple[np.ndarray, float]:
+                  refine: int = 0, tolerance: float = 0.0) -> tuple[np.ndarray, float]:
     """What the search would do in each state of an episode someone else painted (DAgger's expert labels).
 
     ``actions`` (episode_length, components) are drawn in order, as ``PaintEnv`` draws them; before
@@ -164,12 +164,22 @@ def label_episode(config: PaintConfig, target: np.ndarray, actions: np.ndarray, 
     action per step, and the MSE of the canvas ``actions`` painted. A pen-up move the search
     chose pays off only if the painter followed it: the stroke it planned from there is tried at
     the next step only then.
+
+    ``tolerance`` > 0 keeps the painter's own stroke as the label where it gains at least ``1 -
+    tolerance`` of what the search's stroke gains (both painting strokes; the colour refitted as
+    the search's are). A search picks among many strokes of nearly equal worth at random (another
+    seed lays a photo's first wash along another path for the same error), so its labels are
+    noise where the painter already does well; kept, they sharpen the painter's own choices, and
+    the search corrects only where it does clearly better.
     """
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}.")
     search = _Search(config, target, rng, bank, jumps, jump_factor, True, guided, refine, True)
     try:
         labels = []
         for step, action in enumerate(np.asarray(actions, np.int64)):
-            labels.append(search.choose(step))
+            label = search.choose(step)
+            labels.append(search.own_if_close(action, label, tolerance) if tolerance > 0 else label)
             search.draw(action)
         return np.stack(labels), search.error
     finally:
@@ -208,10 +218,7 @@ class _Search:
     def choose(self, step: int) -> np.ndarray | None:
         """The action for ``step`` from the current canvas (not drawn); ``None``: the baseline skips the step."""
         config, codec, rng, flag, proposal = self.config, self.codec, self.rng, self.flag, self.proposal
-        painter, scratch = self.canvases.painter, self.canvases.scratch
-        saved = painter.surface.snapshot()
-        if scratch is not painter:
-            scratch.surface.restore(saved)
+        saved = self._scratch_from_canvas()
         if proposal is not None:
             proposal.update(self.canvas)
         if self.colours is not None:
@@ -219,12 +226,7 @@ class _Search:
         pen = self.pen
 
         def tried(action: np.ndarray, start: Point) -> float:
-            if self.colours is not None:
-                self.colours.fit(action, start)
-            scratch.draw(codec.stroke(action, start))
-            result = float(mse(self.canvases.view(scratch), self.target))
-            scratch.surface.restore(saved)
-            return result
+            return self._tried(action, start, saved)
 
         def random_action() -> np.ndarray:
             action = rng.integers(0, codec.nvec)
@@ -277,6 +279,37 @@ class _Search:
             chosen = None
         self.choice = chosen
         return chosen
+
+    def _scratch_from_canvas(self):
+        """The canvas's snapshot, with the scratch canvas set to it: where candidates are tried from."""
+        painter, scratch = self.canvases.painter, self.canvases.scratch
+        saved = painter.surface.snapshot()
+        if scratch is not painter:
+            scratch.surface.restore(saved)
+        return saved
+
+    def _tried(self, action: np.ndarray, start: Point, saved) -> float:
+        """The error after ``action`` from ``start`` on the current canvas (``saved``, not drawn), its colour
+        fitted in place where the search fits colours."""
+        scratch = self.canvases.scratch
+        if self.colours is not None:
+            self.colours.fit(action, start)
+        scratch.draw(self.codec.stroke(action, start))
+        result = float(mse(self.canvases.view(scratch), self.target))
+        scratch.surface.restore(saved)
+        return result
+
+    def own_if_close(self, own: np.ndarray, label: np.ndarray, tolerance: float) -> np.ndarray:
+        """After ``choose``: ``own`` (colour refitted) instead of ``label`` if both paint from the pen and ``own``
+        gains at least ``1 - tolerance`` of what ``label`` gains (``label_episode``)."""
+        flag = self.flag
+        if flag is not None and (own[flag] != PAINT or label[flag] != PAINT):
+            return label
+        saved = self._scratch_from_canvas()
+        own = np.array(own, np.int64)
+        gain = self.error - self._tried(np.array(label, np.int64), self.pen, saved)
+        own_gain = self.error - self._tried(own, self.pen, saved)
+        return own if gain > 0 and own_gain >= (1 - tolerance) * gain else label
 
     def draw(self, action: np.ndarray) -> None:
         """Paint ``action`` from the pen; a plan made by ``choose`` holds if ``action`` is what it chose."""

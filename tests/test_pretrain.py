@@ -82,6 +82,30 @@ def cross() -> np.ndarray:
     return image
 
 
+def test_a_tolerant_label_keeps_the_painters_stroke_only_where_it_gains_nearly_as_much():
+    target, codec, rng = cross(), ActionCodec(PEN), np.random.default_rng(3)
+    keywords = {"bank": SEARCH.bank, "jumps": SEARCH.jumps, "guided": 1.0, "refine": 1}
+    kept_anywhere = 0
+    for episode in range(6):
+        actions = rng.integers(0, codec.nvec, size=(PEN.episode_length, len(codec.nvec)))
+        strict, error = label_episode(PEN, target, actions, np.random.default_rng(episode), **keywords)
+        tolerant, same_error = label_episode(PEN, target, actions, np.random.default_rng(episode), tolerance=0.5,
+                                             **keywords)
+        assert same_error == error
+        own = (tolerant == actions).all(1)
+        assert np.array_equal(tolerant[~own], strict[~own])  # elsewhere the search's label, as without tolerance
+        for step in np.flatnonzero(own & ~(strict == actions).all(1)):
+            before = replayed_l2(PEN, target, actions[:step])
+            gain = before - replayed_l2(PEN, target, [*actions[:step], strict[step]])
+            own_gain = before - replayed_l2(PEN, target, actions[:step + 1])
+            assert actions[step][codec.index["flag"]] == strict[step][codec.index["flag"]] == PAINT
+            assert gain > 0 and own_gain >= 0.5 * gain, (step, gain, own_gain)
+            kept_anywhere += 1
+    assert kept_anywhere > 0
+    with pytest.raises(ValueError, match="tolerance"):
+        label_episode(PEN, target, actions, np.random.default_rng(0), tolerance=1.0, **keywords)
+
+
 @pytest.mark.parametrize("brush", ["classic/pen", "classic/dry_brush"])
 @pytest.mark.parametrize("guided, refine", [(0.0, 0), (1.0, 2)])
 def test_the_search_beats_the_blank_canvas_and_replays_exactly(brush, guided, refine):
@@ -380,6 +404,19 @@ def test_corrections_label_the_students_states_and_pretraining_learns_from_them(
                                       jumps=SEARCH.jumps, guided=SEARCH.guided, refine=SEARCH.refine)
         assert labels.tolist() == demo.labels.tolist() and error == demo.mse
     assert any(not np.array_equal(demo.labels, demo.actions) for demo in corrections.demos)
+    tolerant = generate_demonstrations(preset, 6, SEARCH, tmp_path / "tolerant.jsonl", progress=False,
+                                       student=student, tolerance=0.5).path
+    tolerant_corrections = read_demonstrations(tolerant)
+    assert tolerant_corrections.student == corrections.student | {"tolerance": 0.5}
+    strict_by_index = {demo.index: demo for demo in corrections.demos}
+    for lenient in tolerant_corrections.demos:
+        strict = strict_by_index[lenient.index]
+        own = (lenient.labels == lenient.actions).all(1)
+        assert np.array_equal(lenient.labels[~own], strict.labels[~own]) and lenient.mse == strict.mse
+    with pytest.raises(ValueError, match="other settings"):  # a file is extended with its own tolerance only
+        generate_demonstrations(preset, 6, SEARCH, tolerant, progress=False, student=student)
+    with pytest.raises(ValueError, match="needs a student"):
+        generate_demonstrations(preset, 6, SEARCH, tmp_path / "none.jsonl", progress=False, tolerance=0.1)
     # Demonstrations and corrections do not mix up: each goes where it belongs.
     with pytest.raises(ValueError, match="other settings"):
         generate_demonstrations(preset, 6, SEARCH, demos_file, progress=False, student=student)
