@@ -208,6 +208,8 @@ class _Search:
         self.error, self.pen = float(mse(self.canvas, self.target)), (config.width / 2, config.height / 2)
         self.planned: np.ndarray | None = None  # the stroke a pen-up move went to the start of
         self.choice: np.ndarray | None = None  # the last action ``choose`` returned
+        self.choice_error = np.inf  # ... the error after it where it paints from the pen
+        self.saved = None  # ... and the canvas it was chosen on (a snapshot)
         self.plan: np.ndarray | None = None  # ... and the stroke it planned, if it was a pen-up move
 
     def close(self) -> None:
@@ -218,15 +220,17 @@ class _Search:
     def choose(self, step: int) -> np.ndarray | None:
         """The action for ``step`` from the current canvas (not drawn); ``None``: the baseline skips the step."""
         config, codec, rng, flag, proposal = self.config, self.codec, self.rng, self.flag, self.proposal
-        saved = self._scratch_from_canvas()
+        painter, scratch = self.canvases.painter, self.canvases.scratch
+        self.saved = painter.surface.snapshot()
+        if scratch is not painter:
+            scratch.surface.restore(self.saved)
         if proposal is not None:
             proposal.update(self.canvas)
         if self.colours is not None:
             self.colours.update(self.canvas)
         pen = self.pen
 
-        def tried(action: np.ndarray, start: Point) -> float:
-            return self._tried(action, start, saved)
+        tried = self._tried
 
         def random_action() -> np.ndarray:
             action = rng.integers(0, codec.nvec)
@@ -277,38 +281,29 @@ class _Search:
             chosen = best  # without a flag a step must paint: the least harmful stroke
         else:
             chosen = None
-        self.choice = chosen
+        self.choice, self.choice_error = chosen, best_error if chosen is best else np.inf
         return chosen
 
-    def _scratch_from_canvas(self):
-        """The canvas's snapshot, with the scratch canvas set to it: where candidates are tried from."""
-        painter, scratch = self.canvases.painter, self.canvases.scratch
-        saved = painter.surface.snapshot()
-        if scratch is not painter:
-            scratch.surface.restore(saved)
-        return saved
-
-    def _tried(self, action: np.ndarray, start: Point, saved) -> float:
-        """The error after ``action`` from ``start`` on the current canvas (``saved``, not drawn), its colour
+    def _tried(self, action: np.ndarray, start: Point) -> float:
+        """The error after ``action`` from ``start`` on the canvas ``choose`` chose on (not drawn), its colour
         fitted in place where the search fits colours."""
         scratch = self.canvases.scratch
         if self.colours is not None:
             self.colours.fit(action, start)
         scratch.draw(self.codec.stroke(action, start))
         result = float(mse(self.canvases.view(scratch), self.target))
-        scratch.surface.restore(saved)
+        scratch.surface.restore(self.saved)
         return result
 
     def own_if_close(self, own: np.ndarray, label: np.ndarray, tolerance: float) -> np.ndarray:
-        """After ``choose``: ``own`` (colour refitted) instead of ``label`` if both paint from the pen and ``own``
-        gains at least ``1 - tolerance`` of what ``label`` gains (``label_episode``)."""
+        """After ``choose`` returned ``label``: ``own`` (colour refitted) instead if both paint from the pen and
+        ``own`` gains at least ``1 - tolerance`` of what ``label`` gains (``label_episode``)."""
         flag = self.flag
         if flag is not None and (own[flag] != PAINT or label[flag] != PAINT):
             return label
-        saved = self._scratch_from_canvas()
+        gain = self.error - self.choice_error
         own = np.array(own, np.int64)
-        gain = self.error - self._tried(np.array(label, np.int64), self.pen, saved)
-        own_gain = self.error - self._tried(own, self.pen, saved)
+        own_gain = self.error - self._tried(own, self.pen)
         return own if gain > 0 and own_gain >= (1 - tolerance) * gain else label
 
     def draw(self, action: np.ndarray) -> None:
