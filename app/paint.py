@@ -24,6 +24,7 @@ from spiral.shipped import default_agent
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 UPLOAD_SIDE = 1024  # uploads are decoded no larger: an agent sees 64 px, the page shows 256
 RENDER_SIZES = [256, 512, 768, 1024]  # re-rendering and the downloads: the program replays at any size
+MAX_PROPOSALS = 16  # strokes a reconstruction may choose each step from: 16 costs about 10x the agent's own time
 
 
 # Every cache is bounded in entries, and so in bytes: agents are a few MB each (8 of them), a painting's
@@ -35,10 +36,12 @@ def cached_agent(source: str):
 
 
 @st.cache_data(max_entries=64, show_spinner="Painting...")
-def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool, temperature: float) -> dict:
+def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool, temperature: float,
+                   proposals: int = 1) -> dict:
     """One painting, as plain data Streamlit can cache: the program, the frames, the score."""
     target = None if target_png is None else np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
-    return as_data(cached_agent(source).paint(target, seed=seed, greedy=greedy, temperature=temperature))
+    return as_data(cached_agent(source).paint(target, seed=seed, greedy=greedy, temperature=temperature,
+                                              proposals=proposals))
 
 
 @st.cache_data(max_entries=8, show_spinner="Painting...")
@@ -216,6 +219,13 @@ def paint_page(source: str) -> None:
              f"This agent's own: {own:g}.")
     sampled = "" if temperature == 1 else f", temperature {temperature:g}"
     if source == AUTOMATIC or cached_agent(source).conditional:
+        proposals = st.sidebar.slider(
+            "Strokes to choose from", 1, MAX_PROPOSALS, 1, key="proposals",
+            help="At each step the agent proposes this many strokes (its own choice first), each is tried on the "
+                 "canvas and the one nearest your picture is painted: a closer painting for about this many times "
+                 "the time. 1: the agent alone.")
+        if proposals > 1:
+            sampled += f", best of {proposals} proposals a stroke"
         st.subheader("Reconstruct")
         upload = read_upload()
         if isinstance(upload, ValueError):
@@ -230,10 +240,10 @@ def paint_page(source: str) -> None:
         target, origin = choose_target(agent, upload)
         if target is None:
             return
-        episode = cached_episode(source, png_bytes(target), int(seed), greedy, temperature)
+        episode = cached_episode(source, png_bytes(target), int(seed), greedy, temperature, proposals)
         columns = st.columns(2)
         columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
-        caption = score_caption(episode, "greedy" if greedy else f"seed {seed}{sampled}")
+        caption = score_caption(episode, f"greedy{sampled}" if greedy else f"seed {seed}{sampled}")
         columns[1].image(png_bytes(enlarge(episode["frames"][-1])), caption=caption, width=DISPLAY)
         st.caption("L2 is the mean squared error to the target per pixel and colour channel, 0 to 1: lower is better.")
     else:
@@ -251,13 +261,14 @@ def paint_page(source: str) -> None:
         # The seeds themselves are the options: a new seed gives a new list, never a stale label.
         chosen = st.selectbox("Replay sample", seeds, format_func=lambda s: f"seed {s}", key="pick")
         episode = samples[chosen]
-        target = None
+        target, proposals = None, 1
     st.subheader("Replay")
     show_replay(episode, "main")
-    compare(source, target, int(seed), greedy, temperature)
+    compare(source, target, int(seed), greedy, temperature, proposals)
 
 
-def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, temperature: float) -> None:
+def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, temperature: float,
+            proposals: int) -> None:
     """The same target painted by a second agent, side by side."""
     with st.expander("Compare with another agent") as place:
         # Offer first the next agent of the same kind: one that reconstructs too, or paints from scratch too.
@@ -273,7 +284,7 @@ def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, tem
         target_png = None if target is None else png_bytes(target)
         columns = st.columns(2)
         for column, agent_source in zip(columns, (source, other)):
-            episode = cached_episode(agent_source, target_png, seed, greedy, temperature)
+            episode = cached_episode(agent_source, target_png, seed, greedy, temperature, proposals)
             score = "" if episode["l2"] is None else f": L2 {episode['l2']:.4f}"
             column.image(png_bytes(enlarge(episode["frames"][-1])), caption=f"{short_name(agent_source)}{score}",
                          width=DISPLAY)

@@ -14,6 +14,7 @@ from envs.color_fit import ColorFit
 from envs.config import PaintConfig
 from envs.painter import Painter, agent_view
 from envs.program import Program
+from envs.stroke import Stroke
 
 TargetSource = Callable[[np.random.Generator], np.ndarray] | np.ndarray
 
@@ -87,10 +88,8 @@ class PaintEnv(gym.Env):
             observation["target"] = canvas_space
             self._targets = self._check_target_source(target_source)
         self.observation_space = spaces.Dict(observation)
-        self._painter = Painter(
-            self.config.width, self.config.height, self.config.brush, self.config.background,
-            self.config.render_scale, self.config.points_per_stroke,
-        )
+        self._painter = self._new_painter()
+        self._scratch: Painter | None = None  # where l2_after tries strokes, made at its first call
         self.target: np.ndarray | None = None
         self._color_fit: ColorFit | None = None  # made at the first reset, from its target
         self.program = self._blank_program()
@@ -190,13 +189,7 @@ class PaintEnv(gym.Env):
     def step(self, action):
         if self._steps >= self.config.episode_length:
             raise RuntimeError(f"The episode ended after {self.config.episode_length} strokes: call reset().")
-        action = self.codec.validate(action)
-        stroke = self.codec.stroke(action, self._pen)
-        if self._color_fit is not None and stroke.pen_down:
-            action = action.copy()  # never the caller's array
-            self._color_fit.update(self._canvas)
-            self._color_fit.fit(action, self._pen)
-            stroke = self.codec.stroke(action, self._pen)
+        action, stroke = self._stroke(action)
         previous_l2 = self.l2() if self.config.reward == "l2-step" else 0.0
         if stroke.pen_down:
             self._painter.draw(stroke)
@@ -216,6 +209,46 @@ class PaintEnv(gym.Env):
                 reward = -l2
         return self._observation(), reward, terminated, False, info
 
+    def l2_after(self, action) -> float:
+        """The mean squared error ``step(action)`` would leave, the environment unchanged.
+
+        A one-step lookahead, for a painter that checks several strokes before it paints one (an
+        agent's proposals, ``spiral.agent.Agent.paint_all``). The stroke, its colour fitted as
+        ``step`` fits it, is drawn on a scratch canvas, never on the episode's own: the brush that
+        paints the episode draws nothing else, so the program replays exactly whatever was tried.
+        The figure is exact for brushes without random jitter (the pens the shipped reconstruction
+        agents paint with); a jittery brush (``classic/dry_brush``) draws its jitter afresh on the
+        scratch canvas, so for it the figure is an estimate: the error of the same stroke with other jitter.
+        """
+        if self.target is None:
+            raise RuntimeError("l2_after() compares with a target: this environment is not conditional.")
+        if self._steps >= self.config.episode_length:
+            raise RuntimeError(f"The episode ended after {self.config.episode_length} strokes: call reset().")
+        _, stroke = self._stroke(action)
+        if not stroke.pen_down:
+            return self.l2()
+        if self._scratch is None:
+            self._scratch = self._new_painter()
+        self._scratch.surface.restore(self._painter.surface.snapshot())
+        self._scratch.draw(stroke)
+        return float(mse(self._agent_view(self._scratch.canvas()), self.target))
+
+    def _stroke(self, action) -> tuple[np.ndarray, Stroke]:
+        """The validated action and its stroke from the pen, the colour fitted where ``fit_color`` asks."""
+        action = self.codec.validate(action)
+        stroke = self.codec.stroke(action, self._pen)
+        if self._color_fit is not None and stroke.pen_down:
+            action = action.copy()  # never the caller's array
+            self._color_fit.update(self._canvas)
+            self._color_fit.fit(action, self._pen)
+            stroke = self.codec.stroke(action, self._pen)
+        return action, stroke
+
+    def _new_painter(self) -> Painter:
+        config = self.config
+        return Painter(config.width, config.height, config.brush, config.background, config.render_scale,
+                       config.points_per_stroke)
+
     def render(self) -> np.ndarray | None:
         """The canvas at the rendering resolution (``render_scale`` times the canvas size)."""
         if self.render_mode == "rgb_array":
@@ -224,5 +257,7 @@ class PaintEnv(gym.Env):
 
     def close(self) -> None:
         self._painter.close()
+        if self._scratch is not None:
+            self._scratch.close()
         if self._color_fit is not None:
             self._color_fit.close()

@@ -120,7 +120,8 @@ def paint(args: argparse.Namespace) -> None:
 
     target = open_image(args.target) if args.target else None
     agent = load_agent(args.agent or default_agent(conditional=target is not None, picture=target))
-    episode = agent.paint(target, seed=args.seed, greedy=args.greedy, temperature=args.temperature)
+    episode = agent.paint(target, seed=args.seed, greedy=args.greedy, temperature=args.temperature,
+                          proposals=args.proposals)
     paths = write_painting(episode.program, args.out, scale=args.scale)
     if episode.target is not None:
         paths["target"] = Path(args.out) / "target.png"
@@ -152,11 +153,12 @@ def app(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """Score a conditional agent against the blank, random and search baselines; judge an unconditional one."""
-    from spiral.agent import load_agent
+    from spiral.agent import check_proposals, load_agent
     from spiral.evaluation import TABLE_HEADER
     from spiral.evaluation import evaluate as evaluate_agent
 
     agent = load_agent(args.agent)
+    check_proposals(args.proposals, agent.conditional)
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
@@ -168,7 +170,7 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
     temperature = agent.sampling_temperature(args.temperature)
-    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature):
+    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature, proposals=args.proposals):
         print(row.row())
 
 
@@ -279,6 +281,9 @@ def _report(paths: dict[str, Path]) -> None:
 TEMPERATURE_HELP = ("sample the strokes at this temperature (default: the agent's own, agent.json's temperature, 1 "
                     "unless it was shipped with another; 1 is the policy's own distribution; below 1: likelier, less "
                     "varied strokes)")
+PROPOSALS_HELP = ("conditional agents: paint each stroke as the best of this many the agent proposes (its own "
+                  "choice and samples), each checked against the target first: a lower error for about this many "
+                  "times the painting time (default 1: the agent alone)")
 
 
 def _positive(kind: type):
@@ -508,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--seed", type=_at_least(0), default=0)
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
+    paint_cmd.add_argument("--proposals", type=_positive(int), default=1, help=PROPOSALS_HELP)
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
 
@@ -535,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--classifier", metavar="DIR",
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
+    eval_cmd.add_argument("--proposals", type=_positive(int), default=1,
+                          help="conditional agents: also score the greedy agent choosing each stroke among this "
+                               "many of its own proposals (paint --proposals)")
     eval_cmd.add_argument("--validation", action="store_true",
                           help="choose on validation images and keep the test split for the final figure: a "
                                "conditional agent paints the last 100 training images (which spiral train keeps "

@@ -3,7 +3,8 @@
 Every figure is the mean squared error per pixel (images in [0, 1]) between target and final
 canvas, with a 95% confidence interval over the images:
 
-- the agent, with sampled and with greedy actions;
+- the agent, with sampled and with greedy actions, and where asked, choosing each stroke among
+  its own proposals (``Agent.paint_all(proposals=K)``);
 - a blank canvas (what painting nothing scores);
 - a random policy (what painting without looking scores);
 - a greedy search: each stroke is the best of a bank of random strokes, judged by rendering it
@@ -55,14 +56,17 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
     return score(name, errors, time.perf_counter() - start)
 
 
-def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None) -> Score:
+def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None,
+                proposals: int = 1) -> Score:
     """The agent's paintings of ``targets`` (image ``i`` seeded ``i``): greedy, or sampled at ``temperature`` (by
-    default the agent's own). Painted together (``Agent.paint_all``): the time per image is a share of the batch's."""
+    default the agent's own), each stroke the best of ``proposals``. Painted together (``Agent.paint_all``): the
+    time per image is a share of the batch's."""
     temperature = agent.sampling_temperature(temperature)
-    name = ("agent (greedy)" if greedy else "agent (sampled)" if temperature == 1
-            else f"agent (sampled at temperature {temperature:g})")
+    name = ("agent (greedy" if greedy else "agent (sampled" if temperature == 1
+            else f"agent (sampled at temperature {temperature:g}")
+    name += f", best of {proposals} proposals a stroke)" if proposals > 1 else ")"
     start = time.perf_counter()
-    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature)
+    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature, proposals=proposals)
     errors = [float(mse(episode.canvas, target)) for episode, target in zip(episodes, targets)]
     return score(name, errors, time.perf_counter() - start)
 
@@ -110,15 +114,19 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
     return _timed(f"teacher search ({settings.bank} aimed strokes, {settings.refine} climbs)", targets, paint)
 
 
-def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None) -> list[Score]:
-    """The agent (sampled at ``temperature``, by default its own, and greedy) and the baselines, on the same
-    targets; ``bank=0`` skips the searches.
+def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None,
+             proposals: int = 1) -> list[Score]:
+    """The agent (sampled at ``temperature``, by default its own, and greedy; with ``proposals`` > 1 also greedy
+    with each stroke the best of that many proposals) and the baselines, on the same targets; ``bank=0`` skips
+    the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
     agents trained with one preset can share one measurement of it.
     """
     config = agent.paint_config
     scores = [agent_score(agent, targets, greedy=False, temperature=temperature),
-              agent_score(agent, targets, greedy=True),
-              blank_score(config, targets), random_score(config, targets)]
+              agent_score(agent, targets, greedy=True)]
+    if proposals > 1:
+        scores.append(agent_score(agent, targets, greedy=True, temperature=temperature, proposals=proposals))
+    scores += [blank_score(config, targets), random_score(config, targets)]
     return scores + [search_score(config, targets, bank), teacher_score(config, targets)] if bank else scores

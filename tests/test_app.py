@@ -79,6 +79,28 @@ def test_a_colour_photo_goes_to_the_colour_agent_and_a_white_on_black_sketch_to_
     assert "trained on**: mnist" in sidebar_text(app)
 
 
+def test_a_reconstruction_chooses_each_stroke_among_the_agents_proposals_when_asked(runs):
+    """The sidebar's "Strokes to choose from": the colour agent's painting of a photo, each stroke the best of 8 it
+    proposes, comes nearer the photo than the agent alone; a generator, with no target to check, has no such
+    slider."""
+    app = start()
+    app.file_uploader[0].upload("astronaut.png", png(Image.fromarray(skimage.data.astronaut())), "image/png").run()
+
+    def painting() -> tuple[str, float]:
+        caption = next(caption for image in app.image for caption in image.captions if caption.startswith("painting"))
+        return caption, float(re.findall(r"L2 (\d\.\d{4})", caption)[0])
+
+    assert app.sidebar.slider(key="proposals").value == 1
+    alone, alone_l2 = painting()
+    assert "proposals" not in alone
+    app.sidebar.slider(key="proposals").set_value(8).run()
+    assert not app.exception and not app.error
+    chosen, chosen_l2 = painting()
+    assert chosen.startswith("painting (seed 0, best of 8 proposals a stroke): L2") and chosen_l2 < alone_l2
+    app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
+    assert not app.exception and not [slider for slider in app.sidebar.slider if slider.key == "proposals"]
+
+
 def test_an_exported_agent_reconstructs_a_held_out_example(runs):
     app = start()
     app.sidebar.selectbox(key="agent").set_value("mnist-recon-1/best").run()

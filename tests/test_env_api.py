@@ -297,3 +297,46 @@ def test_fit_color_paints_each_stroke_in_the_colour_of_least_error_and_records_i
     finally:
         fitted.close()
         plain.close()
+
+
+@pytest.mark.parametrize(("settings", "exact"), [
+    ({"brush": "classic/pen", "grid_size": 8}, True),  # with pen-up moves among the actions
+    ({"fit_color": True, "brush": "classic/pen", "use_pressure": False, "grid_size": 8}, True),  # colours fitted
+    ({"grid_size": 8}, False),  # the default brush, classic/dry_brush, whose dabs jitter at random
+])
+def test_l2_after_is_the_error_a_step_would_leave_and_leaves_the_episode_as_it_was(settings, exact):
+    """The lookahead of a painter that checks strokes before it paints one: each tried stroke's predicted error is
+    what stepping it gives (for a jittery brush, near it), and an episode with lookaheads paints
+    exactly what one without them paints."""
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 256, (64, 64, 3), np.uint8)
+    looking, plain = (PaintEnv(target_source=target[None], render_mode="rgb_array", **settings) for _ in range(2))
+    try:
+        looking.reset(seed=0)
+        plain.reset(seed=0)
+        looking.action_space.seed(0)
+        moves = 0
+        for _ in range(looking.config.episode_length):
+            tried = [looking.action_space.sample() for _ in range(4)]
+            predicted = [looking.l2_after(action) for action in tried]
+            pick = int(rng.integers(len(tried)))
+            observation, _, _, _, info = looking.step(tried[pick])
+            assert info["l2"] == (predicted[pick] if exact else pytest.approx(predicted[pick], rel=0.2))
+            moves += tried[pick][looking.codec.index["flag"]] == 0
+            expected = plain.step(tried[pick])[0]
+            for key in expected:
+                np.testing.assert_array_equal(observation[key], expected[key])
+        assert moves > 0  # a pen-up move's lookahead (the canvas as it is) was checked too
+        np.testing.assert_array_equal(looking.render(), plain.render())
+        assert looking.program.to_json() == plain.program.to_json()
+        np.testing.assert_array_equal(looking.program.render(), looking.render())
+        with pytest.raises(RuntimeError, match="The episode ended after"):
+            looking.l2_after(tried[0])
+    finally:
+        looking.close()
+        plain.close()
+    unconditional = PaintEnv()
+    unconditional.reset(seed=0)
+    with pytest.raises(RuntimeError, match="l2_after\\(\\) compares with a target"):
+        unconditional.l2_after(unconditional.action_space.sample())
+    unconditional.close()
