@@ -220,7 +220,7 @@ def paint_page(source: str) -> None:
     sampled = "" if temperature == 1 else f", temperature {temperature:g}"
     if source == AUTOMATIC or cached_agent(source).conditional:
         proposals = st.sidebar.slider(
-            "Strokes to choose from", 1, MAX_PROPOSALS, 1, key="proposals",
+            "Proposals per step", 1, MAX_PROPOSALS, 1, key="proposals",
             help="At each step the agent proposes this many strokes (its own choice first), each is tried on the "
                  "canvas and the one nearest your picture is painted: a closer painting for about this many times "
                  "the time. 1: the agent alone.")

@@ -80,7 +80,7 @@ def test_a_colour_photo_goes_to_the_colour_agent_and_a_white_on_black_sketch_to_
 
 
 def test_a_reconstruction_chooses_each_stroke_among_the_agents_proposals_when_asked(runs):
-    """The sidebar's "Strokes to choose from": the colour agent's painting of a photo, each stroke the best of 8 it
+    """The sidebar's "Proposals per step": the colour agent's painting of a photo, each stroke the best of 8 it
     proposes, comes nearer the photo than the agent alone; a generator, with no target to check, has no such
     slider."""
     app = start()
