@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import multiprocessing
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -176,9 +179,9 @@ class Agent:
                 features, state = self.policy.features(batch, state)
                 chosen = self.policy.sample(features, greedy, generators, temperature)[0][:, 0].numpy()
                 if proposals > 1:
-                    chosen = _best_proposals(envs, chosen, [
-                        self.policy.sample(features, False, generators, temperature)[0][:, 0].numpy()
-                        for _ in range(proposals - 1)])
+                    chosen = _best_proposals(envs, chosen,
+                                             list(self.policy.propose(features, proposals - 1, generators,
+                                                                      temperature).numpy()))
                 steps = [env.step(action) for env, action in zip(envs, chosen)]
                 observations = [observation for observation, *_ in steps]
                 for episode, (observation, *_, info) in enumerate(steps):
@@ -205,6 +208,54 @@ def _best_proposals(envs: list[PaintEnv], own: np.ndarray, others: list[np.ndarr
     one that leaves the lowest error to the target; the first of equals, so a tie keeps the policy's own."""
     return np.stack([min([own[i], *(proposal[i] for proposal in others)], key=env.l2_after)
                      for i, env in enumerate(envs)])
+
+
+def paint_many(agent: Agent, targets: np.ndarray, seeds: Sequence[int], greedy: bool = True, proposals: int = 1,
+               workers: int = 1) -> Iterator[tuple[list[int], list[Episode], float]]:
+    """Paint ``targets[i]`` with ``seeds[i]``, ``PAINT_BATCH`` at a time, as files of paintings do (``spiral programs``,
+    ``spiral demos --teacher``): yields each batch's positions in ``targets``, its episodes (each with its last
+    canvas only, ``frames[-1:]``) and the seconds it took, as the batches finish.
+
+    Here, or in a pool of ``workers`` processes. A painting depends only on its target, the weights and its seed
+    (up to a near tie, ``paint_all``), so the pool paints what this process would. Torch runs on one thread
+    (``one_torch_thread``); fork where there is one: the workers inherit the agent, and with one torch thread
+    each they never enter an OpenMP parallel region, the thing a forked torch must not do.
+    """
+    batches = [list(range(start, min(start + PAINT_BATCH, len(targets)))) for start in range(0, len(targets),
+                                                                                          PAINT_BATCH)]
+    jobs = ((batch, targets[batch], [seeds[position] for position in batch]) for batch in batches)
+    settings = (greedy, proposals)
+    with one_torch_thread():
+        if workers == 1 or len(batches) <= 1:
+            yield from (_paint_job(agent, settings, job) for job in jobs)
+            return
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with context.Pool(min(workers, math.ceil(len(targets) / PAINT_BATCH)), _start_painter,
+                          (agent, settings)) as pool:
+            yield from pool.imap_unordered(_paint_in_worker, jobs)
+
+
+def _paint_job(agent: Agent, settings: tuple[bool, int], job: tuple[list[int], np.ndarray, list[int]]
+               ) -> tuple[list[int], list[Episode], float]:
+    positions, targets, seeds = job
+    greedy, proposals = settings
+    start = time.perf_counter()
+    episodes = agent.paint_all(targets, seeds, greedy, proposals=proposals)
+    return positions, [dataclasses.replace(episode, frames=episode.frames[-1:]) for episode in episodes], \
+        time.perf_counter() - start
+
+
+_painter: tuple[Agent, tuple[bool, int]] | tuple[()] = ()  # a pool worker's agent and settings (paint_many)
+
+
+def _start_painter(agent: Agent, settings: tuple[bool, int]) -> None:
+    global _painter
+    torch.set_num_threads(1)
+    _painter = (agent, settings)
+
+
+def _paint_in_worker(job: tuple[list[int], np.ndarray, list[int]]) -> tuple[list[int], list[Episode], float]:
+    return _paint_job(*_painter, job)
 
 
 @contextmanager

@@ -313,13 +313,23 @@ def _fraction(text: str) -> float:
 
 def demos(args: argparse.Namespace) -> None:
     """Paint training images with the greedy search in the preset's action space: a demonstrations file."""
-    from spiral.demonstrations import generate_demonstrations
+    from spiral.demonstrations import AgentTeacher, generate_demonstrations
     from spiral.search import SearchSettings
     from spiral.experiment import Experiment
 
     experiment = Experiment.from_preset(args.preset, args.overrides)
-    search = SearchSettings(bank=args.bank, jumps=args.bank // 4 if args.jumps is None else args.jumps,
-                            guided=args.guided, refine=args.refine, seed=args.seed)
+    searching = {"--bank": args.bank, "--jumps": args.jumps, "--guided": args.guided, "--refine": args.refine}
+    if args.teacher is not None:
+        if given := [option for option, value in searching.items() if value is not None]:
+            raise ValueError(f"{', '.join(given)} set the search; a --teacher agent paints instead: leave them out.")
+        search = AgentTeacher(args.teacher, args.proposals or AgentTeacher.proposals, args.seed)
+    elif args.proposals is not None:
+        raise ValueError("--proposals are a --teacher agent's strokes to choose from: name the teacher.")
+    else:
+        bank = SearchSettings.bank if args.bank is None else args.bank
+        search = SearchSettings(bank=bank, jumps=bank // 4 if args.jumps is None else args.jumps,
+                                guided=SearchSettings.guided if args.guided is None else args.guided,
+                                refine=SearchSettings.refine if args.refine is None else args.refine, seed=args.seed)
     summary = generate_demonstrations(experiment, args.count, search, args.out, workers=args.workers,
                                       student=args.student, tolerance=args.tolerance)
     print(summary.line())
@@ -385,12 +395,12 @@ def _add_pipeline_commands(commands) -> None:
                                                                  "(default: mnist-pen)")
     demos_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. env.episode_length=10")
     demos_cmd.add_argument("--count", type=_positive(int), required=True, help="the first COUNT training images")
-    demos_cmd.add_argument("--bank", type=_positive(int), default=30, help="paint candidates tried per step (30)")
+    demos_cmd.add_argument("--bank", type=_positive(int), help="paint candidates tried per step (30)")
     demos_cmd.add_argument("--jumps", type=_at_least(0), help="pen-up-then-paint candidates per step "
                                                              "(default: bank // 4; with a pen flag only)")
-    demos_cmd.add_argument("--guided", type=_fraction, default=1.0,
+    demos_cmd.add_argument("--guided", type=_fraction,
                            help="the fraction of candidates aimed at missing ink, the rest uniform (1.0)")
-    demos_cmd.add_argument("--refine", type=_at_least(0), default=4,
+    demos_cmd.add_argument("--refine", type=_at_least(0),
                            help="hill-climbing rounds on each step's best candidate (4)")
     demos_cmd.add_argument("--seed", type=_at_least(0), default=0)
     demos_cmd.add_argument("--workers", type=_positive(int), default=1, help="processes painting in parallel")
@@ -400,6 +410,11 @@ def _add_pipeline_commands(commands) -> None:
     demos_cmd.add_argument("--tolerance", type=_fraction, default=0.0,
                            help="with --student: keep the student's own stroke as the label where it gains at least "
                                 "1 - TOLERANCE of what the search's gains, e.g. 0.1 (default 0: always the search's)")
+    demos_cmd.add_argument("--teacher", metavar="AGENT", help="expert iteration: AGENT paints the demonstrations "
+                                                              "instead of the search, greedy, each stroke the best of "
+                                                              "--proposals it proposes (the search's options do not "
+                                                              "apply)")
+    demos_cmd.add_argument("--proposals", type=_positive(int), help="with --teacher: strokes to choose from (8)")
     demos_cmd.set_defaults(run=demos)
 
     pretrain_cmd = commands.add_parser("pretrain", help="behaviour cloning of search demonstrations (or of an agent's "

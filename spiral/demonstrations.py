@@ -20,6 +20,13 @@ then one line per painted image, in the order they finished::
 ``index`` is the image's place in the training split (loaded as ``data`` says), ``actions`` one
 action per step, and ``mse`` what replaying them through ``PaintEnv`` on that image gives, exactly.
 
+**An agent as the teacher** (expert iteration, ``--teacher AGENT --proposals K``): instead of the
+search, an agent paints each image greedy, each stroke the best of ``K`` it proposes and checks
+(``Agent.paint_all``). Cloned back into the agent, its paintings teach it the strokes its own search
+found, in states like its own; the next round's agent proposes for the round after. The header's
+``search`` is then ``"teacher": {"agent": PATH, "policy_sha256": ..., "proposals": K, "seed": 0}``,
+and image ``i`` is painted with the seed ``spiral.programs.image_seed(seed, i)``.
+
 **Corrections** (DAgger, ``--student AGENT``): a policy cloned from demonstrations drifts into
 canvases the search never showed it, and does not know how to recover there. A corrections file
 records the student's own greedy episodes, ``actions``, with what the search would have done in
@@ -119,23 +126,42 @@ class Demonstrations:
         return np.ascontiguousarray(images[self.indices])
 
 
-def demo_header(experiment: Experiment, search: SearchSettings, student: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """The header line of a demonstrations file for ``experiment`` and ``search`` (stamped); with ``student``,
-    of a corrections file."""
+@dataclass(frozen=True)
+class AgentTeacher:
+    """An agent that paints the demonstrations instead of the search: greedy, each stroke the best of ``proposals``
+    it proposes (expert iteration; the module's docstring)."""
+
+    agent: str | Path  # the agent's folder
+    proposals: int = 8
+    seed: int = 0  # the proposals' random streams: image i's is ``image_seed(seed, i)``
+
+    def __post_init__(self) -> None:
+        for name, low in (("proposals", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"The teacher's {name} must be an integer >= {low}, got {value!r}.")
+
+
+def demo_header(experiment: Experiment, search: SearchSettings | dict[str, Any],
+                student: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The header line of a demonstrations file for ``experiment`` and ``search`` (stamped), where ``search`` is
+    the search's settings or an agent teacher's record (``_teacher``); with ``student``, of a corrections file."""
     data = experiment.data
+    made_by = {"teacher": search} if isinstance(search, dict) else {"search": asdict(search)}
     return DEMO_FORMAT.stamp(({"student": student} if student else {}) | {
         "preset": experiment.name,
         "env": experiment.paint_config().to_dict(),
         "data": {"dataset": data.dataset, "color": data.color, "invert": data.invert, "split": SPLIT,
                  "seed": experiment.training.seed},
-        "search": asdict(search),
+        **made_by,
         "experiment": experiment.to_dict(),
     })
 
 
 # What must agree for a file to be extended: the rest of the experiment (learning rates ...) may change.
-MATCHED = ("preset", "env", "data", "search", "student")
+MATCHED = ("preset", "env", "data", "search", "teacher", "student")
+# Who painted the demonstrations: a header names one of them.
+PAINTERS = ("search", "teacher")
 
 
 def training_images(data: dict[str, Any], config: PaintConfig, count: int) -> np.ndarray:
@@ -166,9 +192,13 @@ def read_demonstrations(path: str | Path) -> Demonstrations:
 
 
 def _config(header: dict[str, Any], path: Path) -> PaintConfig:
+    painters = [key for key in PAINTERS if key in header]
+    if len(painters) != 1:
+        raise ValueError(f"{path}: the header must name what painted the demonstrations, one of "
+                         f"{' or '.join(map(repr, PAINTERS))}, got {painters or 'neither'}.")
     for key in MATCHED + ("experiment",):
-        if key == "student" and header.get(key) is None:
-            continue  # a demonstrations file
+        if (key == "student" or key in PAINTERS) and header.get(key) is None:
+            continue  # a demonstrations file; the painter it does not name
         if not isinstance(header.get(key), str if key == "preset" else dict):
             raise ValueError(f"{path}: the header lacks {key!r} (or it is malformed).")
     try:
@@ -228,8 +258,8 @@ class Summary:
                 f"(blank canvas {self.blank_mse:.4f}); {per}")
 
 
-def generate_demonstrations(experiment: Experiment, count: int, search: SearchSettings, out: str | Path,
-                            workers: int = 1, progress: bool = True, student: str | Path | None = None,
+def generate_demonstrations(experiment: Experiment, count: int, search: SearchSettings | AgentTeacher,
+                            out: str | Path, workers: int = 1, progress: bool = True, student: str | Path | None = None,
                             tolerance: float = 0.0) -> Summary:
     """Paint the first ``count`` training images with the search, appending to the JSONL file ``out``.
 
@@ -239,6 +269,7 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
     greedy, and the search labels every state of its episode; ``mse`` is then the student's.
     ``tolerance`` > 0 keeps the student's own stroke as the label where it gains at least ``1 -
     tolerance`` of the search's (``spiral.search.label_episode``); the header's ``student`` records it.
+    With an ``AgentTeacher`` as ``search``, that agent paints the demonstrations (no student then).
     """
     from tqdm import tqdm
 
@@ -250,6 +281,9 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
         raise ValueError(f"tolerance must be a fraction in [0, 1), got {tolerance!r}.")
     if tolerance and student is None:
         raise ValueError("tolerance keeps a student's own strokes as labels: it needs a student (--student).")
+    if isinstance(search, AgentTeacher) and student is not None:
+        raise ValueError("A teacher agent paints its own episodes; corrections label a student's with the search: "
+                         "give a teacher or a student, not both.")
     limit = experiment.data.limit
     if limit is not None and count > limit:
         raise ValueError(f"The experiment limits its data to {limit} images per split (data.limit); "
@@ -257,14 +291,17 @@ def generate_demonstrations(experiment: Experiment, count: int, search: SearchSe
     out = Path(out)
     config = experiment.paint_config()
     agent, student_record = _student(student, config, tolerance) if student is not None else (None, None)
-    header = demo_header(experiment, search, student_record)
+    teacher, made_by = _teacher(search, config) if isinstance(search, AgentTeacher) else (None, search)
+    header = demo_header(experiment, made_by, student_record)
     done = _prepare(out, header)
     targets = training_images(header["data"], config, count)
     todo = [index for index in range(count) if index not in done]
     start, cpu = time.perf_counter(), 0.0
     bar = tqdm(total=count, initial=count - len(todo), desc="demonstrations", unit="img", disable=not progress)
+    paintings = (_taught(teacher, search, targets, todo, workers) if teacher is not None else
+                 _paint_all(config, search, targets, todo, workers, agent, tolerance))
     with open(out, "a", encoding="utf-8") as file, bar, _student_threads(agent):
-        for demo, seconds in _paint_all(config, search, targets, todo, workers, agent, tolerance):
+        for demo, seconds in paintings:
             file.write(demo.to_json() + "\n")
             file.flush()
             done[demo.index] = demo.mse
@@ -303,19 +340,49 @@ def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:
 def _student(folder: str | Path, config: PaintConfig, tolerance: float = 0.0) -> tuple[Any, dict[str, Any]]:
     """The student agent in ``folder`` and how a corrections header names it (with the labels' ``tolerance`` where
     there is one); refused if it paints otherwise."""
+    agent, record = _reconstruction_agent(folder, config, "student", "its episodes could not be labelled")
+    return agent, record | ({"tolerance": float(tolerance)} if tolerance else {})
+
+
+def _teacher(teacher: AgentTeacher, config: PaintConfig) -> tuple[Any, dict[str, Any]]:
+    """The teacher agent and how the header names it, with its proposals and seed; refused if it paints otherwise."""
+    from spiral.agent import check_proposals
+
+    agent, record = _reconstruction_agent(teacher.agent, config, "teacher", "its paintings are not demonstrations "
+                                          "of the preset's action space")
+    check_proposals(teacher.proposals, agent.conditional)
+    return agent, record | {"proposals": teacher.proposals, "seed": teacher.seed}
+
+
+def _reconstruction_agent(folder: str | Path, config: PaintConfig, role: str, why: str) -> tuple[Any, dict[str, Any]]:
+    """The agent in ``folder`` and its record in a header (where it was, the digest of its weights' file); refused
+    unless it reconstructs targets in the environment ``config``."""
     import hashlib
 
     from spiral.agent import load_agent
 
     agent = load_agent(folder)
     if not agent.conditional:
-        raise ValueError(f"The student {folder} paints from scratch; corrections need a reconstruction agent.")
+        raise ValueError(f"The {role} {folder} paints from scratch; a {role} must be a reconstruction agent.")
     if agent.paint_config != config:
-        raise ValueError(f"The student {folder} paints with other environment settings than the preset's: its "
-                         "episodes could not be labelled in the preset's action space.")
+        raise ValueError(f"The {role} {folder} paints with other environment settings than the preset's: {why}.")
     digest = hashlib.sha256((Path(folder) / "policy.pt").read_bytes()).hexdigest()
-    record = {"agent": str(Path(folder).resolve()), "policy_sha256": digest}
-    return agent, record | ({"tolerance": float(tolerance)} if tolerance else {})
+    return agent, {"agent": str(Path(folder).resolve()), "policy_sha256": digest}
+
+
+def _taught(agent: Any, teacher: AgentTeacher, targets: np.ndarray, todo: list[int], workers: int
+            ) -> Iterator[tuple[Demonstration, float]]:
+    """The teacher's paintings of ``todo`` as demonstrations, as they finish, with the seconds each took (its
+    batch's share): greedy, each stroke the best of its proposals (``spiral.agent.paint_many``)."""
+    from spiral.agent import paint_many
+    from spiral.programs import image_seed
+
+    seeds = [image_seed(teacher.seed, index) for index in todo]
+    for positions, episodes, seconds in paint_many(agent, targets[todo], seeds, greedy=True,
+                                                   proposals=teacher.proposals, workers=workers):
+        for position, episode in zip(positions, episodes):
+            yield Demonstration(todo[position], np.asarray(episode.actions, np.int64), episode.l2), \
+                seconds / len(positions)
 
 
 def _student_threads(student: Any) -> contextlib.AbstractContextManager:

@@ -152,8 +152,15 @@ class SpatialHead(nn.Module):
                 + F.conv2d(fine, weight_fine, padding=1)).flatten(1)
 
 
-def _draw(probabilities: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
-    """One choice per row of ``probabilities`` (rows, choices), row ``i`` drawn from ``generators[i]``."""
+def _draw(probabilities: torch.Tensor, generators: Sequence[torch.Generator] | None,
+          uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """One choice per row of ``probabilities`` (rows, choices), row ``i`` drawn from ``generators[i]``, or where
+    ``uniforms`` (rows,) are given, the choice whose share of the cumulative probability holds ``uniforms[i]``
+    (inverse transform sampling: one vectorised pass, where a stream per row costs a call per row)."""
+    if uniforms is not None:
+        cumulative = probabilities.cumsum(-1)
+        scaled = uniforms[:, None] * cumulative[:, -1:]  # below the total: never a choice of zero probability
+        return torch.searchsorted(cumulative, scaled, right=True).squeeze(-1).clamp_max(probabilities.shape[-1] - 1)
     if generators is None:
         return torch.multinomial(probabilities, 1).squeeze(-1)
     return torch.cat([torch.multinomial(row[None], 1, generator=stream)
@@ -278,13 +285,14 @@ class PolicyNetwork(nn.Module):
         return self.value_head(features[..., :self.config.hidden]).squeeze(-1)
 
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
-                     generators: Sequence[torch.Generator] | None = None, temperature: float = 1.0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     generators: Sequence[torch.Generator] | None = None, temperature: float = 1.0,
+                     uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Walk the heads in order; sample (or take ``actions``) and condition on each choice.
 
         ``generators``, where given, hold one random stream per row of features (per episode): each
         row's choice is drawn from its own, so a seeded episode paints the same strokes whichever
-        others share its batch (``spiral.agent.Agent.paint_all``).
+        others share its batch (``spiral.agent.Agent.paint_all``). ``uniforms`` (rows, heads), where
+        given instead, are the draws themselves (``propose``).
         """
         leading, hidden, channels = features.shape[:-1], self.config.hidden, self.config.channels
         flat = features.reshape(-1, features.shape[-1])
@@ -305,7 +313,7 @@ class PolicyNetwork(nn.Module):
             else:
                 # Dividing by 1.0 is exact: at the default temperature a seed samples what it always has.
                 probabilities = (component_logits / temperature).softmax(-1)
-                choice = _draw(probabilities, generators)
+                choice = _draw(probabilities, generators, None if uniforms is None else uniforms[:, i])
             logits.append(component_logits)
             chosen.append(choice)
             z = z + self.condition[i](torch.cat([z, self.chosen_embeddings[i](choice)], dim=-1))
@@ -322,6 +330,20 @@ class PolicyNetwork(nn.Module):
         """
         actions, logits = self._autoregress(features, None, greedy, generators, temperature)
         return actions, self.log_prob(logits, actions), logits
+
+    def propose(self, features: torch.Tensor, count: int, generators: Sequence[torch.Generator],
+                temperature: float = 1.0) -> torch.Tensor:
+        """``count`` sampled actions for each row of ``features`` (rows, 1, features): (count, rows, components).
+
+        What ``count`` calls of ``sample`` would draw, in one pass over ``count`` x rows: each row's
+        random numbers, all heads' at once, come from its own stream, ``generators[row]``, so an
+        episode's proposals do not depend on the others in its batch (``Agent.paint_all``).
+        """
+        rows, heads = features.shape[0], len(self.names)
+        uniforms = torch.stack([torch.rand((count, heads), generator=stream) for stream in generators], dim=1)
+        actions, _ = self._autoregress(features.reshape(rows, -1).repeat(count, 1), None, False, None, temperature,
+                                       uniforms.reshape(count * rows, heads))
+        return actions.view(count, rows, heads)
 
     def training_pass(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor],
                       actions: torch.Tensor, precision: str = "float32"

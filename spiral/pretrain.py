@@ -55,7 +55,7 @@ from envs import PaintConfig, PaintEnv
 from envs.libmypaint import brush_path
 from envs.storage import FileFormat, write_file, write_folder
 from spiral.agent import load_agent, load_weights, write_agent
-from spiral.demonstrations import Demonstrations, read_demonstrations
+from spiral.demonstrations import PAINTERS, Demonstrations, read_demonstrations
 from spiral.manifest import AgentManifest, TrainingRecord
 from spiral.network_config import PRECISIONS
 from spiral.policy import PolicyNetwork, autocast, check_network_size
@@ -465,7 +465,8 @@ class Pretrainer:
         held_out = sorted(demos.indices[row] for row in order[:count])
         record = RUN_FORMAT.stamp({
             "demonstrations": str(Path(demos_path).resolve()),
-            "demonstrations_header": {key: demos.header[key] for key in ("preset", "env", "data", "search")},
+            "demonstrations_header": {key: demos.header[key] for key in ("preset", "env", "data", *PAINTERS)
+                                      if key in demos.header},
             "settings": asdict(settings),
             "held_out": held_out,  # image indices: kept out even if the file grows before a --resume
             "network_overrides": list(network_overrides),
@@ -610,7 +611,7 @@ def _action_space(config: PaintConfig) -> tuple[tuple[str, ...], tuple[int, ...]
 
 
 def _check_same_kind(demos: Demonstrations, record: dict[str, Any], source: Path,
-                     keys: tuple[str, ...] = ("preset", "env", "data", "search")) -> None:
+                     keys: tuple[str, ...] = ("preset", "env", "data", *PAINTERS)) -> None:
     """Refuse a demonstrations file made with other settings (``keys`` of its header) than the run's."""
     made = record["demonstrations_header"]
     different = [key for key in keys if key in made and demos.header.get(key) != made[key]]

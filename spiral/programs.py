@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -49,12 +48,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from envs import ActionCodec, InvalidActionError, PaintConfig, Program, mse
 from envs.painter import agent_view
 from envs.storage import FileFormat, indexed_records, read_json_lines, write_file
-from spiral.agent import MAX_SEED, PAINT_BATCH, Agent, load_agent, one_torch_thread
+from spiral.agent import MAX_SEED, Agent, load_agent, paint_many
 from spiral.demonstrations import Demonstration, Demonstrations
 from spiral.experiment import DataSettings, Experiment, RewardSettings
 
@@ -307,7 +305,7 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     todo = [index for index in range(count) if index not in done]
     start, total_mse = time.perf_counter(), sum(done.values())  # a running sum: the bar's mean costs O(1) a line
     bar = tqdm(total=count, initial=count - len(todo), desc="programs", unit="img", disable=not progress)
-    with open(out, "a", encoding="utf-8") as file, bar, one_torch_thread():
+    with open(out, "a", encoding="utf-8") as file, bar:
         for record in _paint_all(agent, targets, todo, greedy, seed, workers):
             file.write(record.to_json() + "\n")
             file.flush()
@@ -324,45 +322,12 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
 
 def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], greedy: bool, seed: int,
                workers: int) -> Iterator[PaintedProgram]:
-    """The paintings of the images ``todo``, a batch at a time as they finish: here, or in a pool of
-    ``workers`` processes.
-
-    Each batch of ``PAINT_BATCH`` images is painted together (``Agent.paint_all``). A painting depends
-    only on its image, the weights and ``image_seed(seed, index)`` (up to a near tie, ``paint_all``),
-    so the pool's lines are those this process would write. Fork where there is one (as the
-    demonstrations' pool): the workers inherit the agent, and with one torch thread each they never
-    enter an OpenMP parallel region, the thing a forked torch must not do.
-    """
-    jobs = ((batch, targets[batch]) for batch in (todo[start:start + PAINT_BATCH]
-                                                  for start in range(0, len(todo), PAINT_BATCH)))
-    if workers == 1 or len(todo) <= PAINT_BATCH:
-        for job in jobs:
-            yield from _paint(agent, greedy, seed, job)
-        return
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(min(workers, math.ceil(len(todo) / PAINT_BATCH)), _start_worker, (agent, greedy, seed)) as pool:
-        for painted in pool.imap_unordered(_paint_in_worker, jobs):
-            yield from painted
-
-
-def _paint(agent: Agent, greedy: bool, seed: int, job: tuple[list[int], np.ndarray]) -> list[PaintedProgram]:
-    indices, targets = job
-    episodes = agent.paint_all(targets, [image_seed(seed, index) for index in indices], greedy)
-    return [PaintedProgram(index, float(mse(episode.canvas, target)), episode.program)
-            for index, target, episode in zip(indices, targets, episodes)]
-
-
-_worker: tuple[Agent, bool, int] | tuple[()] = ()  # a pool worker's (agent, greedy, seed)
-
-
-def _start_worker(agent: Agent, greedy: bool, seed: int) -> None:
-    global _worker
-    torch.set_num_threads(1)
-    _worker = (agent, greedy, seed)
-
-
-def _paint_in_worker(job: tuple[list[int], np.ndarray]) -> list[PaintedProgram]:
-    return _paint(*_worker, job)
+    """The paintings of the images ``todo``, a batch at a time as they finish (``spiral.agent.paint_many``)."""
+    for positions, episodes, _ in paint_many(agent, targets[todo], [image_seed(seed, todo[i]) for i in range(len(todo))],
+                                             greedy, workers=workers):
+        for position, episode in zip(positions, episodes):
+            index = todo[position]
+            yield PaintedProgram(index, float(mse(episode.canvas, targets[index])), episode.program)
 
 
 def _prepare(out: Path, header: dict[str, Any]) -> dict[int, float]:

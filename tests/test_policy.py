@@ -134,6 +134,33 @@ def test_a_precision_the_device_cannot_run_is_refused(monkeypatch):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
 
 
+def test_proposals_are_drawn_from_the_policy_each_row_from_its_own_stream(conditional_env):
+    net = network(conditional_env)
+    with torch.no_grad():
+        features, _ = net.features(observations(conditional_env, 3, 1), net.initial_state(3))
+        streams = lambda seeds: [torch.Generator().manual_seed(seed) for seed in seeds]  # noqa: E731
+        proposed = net.propose(features, 5, streams([7, 8, 9]))
+        assert proposed.shape == (5, 3, len(conditional_env.codec.names))
+        assert ((proposed >= 0) & (proposed < torch.as_tensor(conditional_env.codec.nvec))).all()
+        # A row's proposals depend on its features and its stream only, not on the rows beside it.
+        assert torch.equal(net.propose(features[1:2], 5, streams([8]))[:, 0], proposed[:, 1])
+        # The same distribution as sampling, at any temperature: each head's choices, 4,000 of each.
+        draws = 4000
+        for temperature in (1.0, 0.5):
+            ours = net.propose(features[:1], draws, streams([1]), temperature)[:, 0]
+            torch.manual_seed(0)
+            theirs = net.sample(features[:1].expand(draws, -1, -1), temperature=temperature)[0][:, 0]
+            for head, size in enumerate(net.nvec):
+                frequencies = [torch.bincount(actions[:, head], minlength=size) / draws for actions in (ours, theirs)]
+                assert 0.5 * (frequencies[0] - frequencies[1]).abs().sum() < 0.08, (temperature, head)
+
+
+def test_an_inverse_transform_draw_never_takes_a_choice_of_zero_probability():
+    probabilities = torch.tensor([[0.0, 0.5, 0.5, 0.0]] * 3)
+    chosen = spiral.policy._draw(probabilities, None, torch.tensor([0.0, 0.5, 1 - 1e-7]))
+    assert chosen.tolist() == [1, 2, 2]
+
+
 def test_later_heads_depend_on_earlier_choices(conditional_env):
     net = network(conditional_env)
     features, _ = net.features(observations(conditional_env, 1, 1), net.initial_state(1))

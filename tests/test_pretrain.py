@@ -1,6 +1,7 @@
 """Search demonstrations and behaviour cloning (spiral.search, spiral.demonstrations, spiral.pretrain), with
 the real libmypaint at tiny sizes: a 16 px canvas, a 4 x 4 grid, a few MNIST digits, the TINY network."""
 
+import hashlib
 import itertools
 import json
 import re
@@ -16,12 +17,13 @@ from envs import ActionCodec, PaintConfig, PaintEnv, mse
 from envs.actions import PAINT
 from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import main
-from spiral.demonstrations import generate_demonstrations, read_demonstrations
+from spiral.demonstrations import AgentTeacher, generate_demonstrations, read_demonstrations
 from spiral.experiment import Experiment
 from spiral.network_config import PRECISIONS
+import spiral.agent
 import spiral.policy
 from spiral.pretrain import Pretrainer, PretrainSettings, Symmetries, nll, replay
-from spiral.programs import generate_programs, read_programs
+from spiral.programs import generate_programs, image_seed, read_programs
 from spiral.search import SearchSettings, greedy_search, label_episode
 from tests.conftest import TINY
 
@@ -384,11 +386,18 @@ def test_pretraining_can_change_the_network_but_not_the_environment(demos_file, 
     assert np.isfinite(agent.paint(trainer.demos.targets()[0], seed=0, greedy=True).l2)
 
 
-def test_corrections_label_the_students_states_and_pretraining_learns_from_them(preset, demos_file, tmp_path):
-    settings = PretrainSettings(batch=4, held_out=0.25, eval_paintings=0)
-    trainer = Pretrainer.start(demos_file, tmp_path / "run", settings, progress=False)
+@pytest.fixture
+def clone(demos_file, tmp_path) -> Pretrainer:
+    """A pretraining run in tmp_path/run after two steps (closed): its agent is a student, or a teacher."""
+    trainer = Pretrainer.start(demos_file, tmp_path / "run", PretrainSettings(batch=4, held_out=0.25, eval_paintings=0),
+                               progress=False)
     trainer.run(steps=2)
     trainer.close()
+    return trainer
+
+
+def test_corrections_label_the_students_states_and_pretraining_learns_from_them(preset, demos_file, clone, tmp_path):
+    trainer, settings = clone, clone.settings
     student = tmp_path / "run" / "agent"
     out = tmp_path / "corrections.jsonl"
     summary = generate_demonstrations(preset, 6, SEARCH, out, workers=2, progress=False, student=student)
@@ -438,6 +447,88 @@ def test_corrections_label_the_students_states_and_pretraining_learns_from_them(
     again = Pretrainer(tmp_path / "run", progress=False)  # the run remembers its corrections
     assert [file.path for file in again.corrections] == [out.resolve()] and again.step == 3
     again.close()
+
+
+def test_an_agent_teaches_with_its_proposals_and_its_paintings_are_cloned_back(preset, clone, tmp_path, monkeypatch):
+    """Expert iteration: the teacher paints each image greedy, each stroke the best of K it proposes; the file is a
+    demonstrations file like the search's, that replays exactly, resumes, and pretraining clones."""
+    settings, folder = clone.settings, tmp_path / "run" / "agent"
+    out = tmp_path / "taught.jsonl"
+    summary = generate_demonstrations(preset, 3, AgentTeacher(folder, proposals=4), out, progress=False)
+    assert (summary.total, summary.new) == (3, 3)
+    taught = read_demonstrations(out)
+    assert "search" not in taught.header and taught.student is None
+    assert taught.header["teacher"] == {"agent": str(folder.resolve()), "proposals": 4, "seed": 0,
+                                        "policy_sha256": hashlib.sha256((folder / "policy.pt").read_bytes()).hexdigest()}
+    agent = load_agent(folder)
+    for demo, target in zip(taught.demos, taught.targets()):
+        painted = agent.paint(target, seed=image_seed(0, demo.index), greedy=True, proposals=4)
+        assert demo.actions.tolist() == painted.actions and demo.mse == painted.l2
+        assert replayed_l2(taught.config, target, demo.actions) == demo.mse
+    greedy = [agent.paint(target, seed=0, greedy=True).l2 for target in taught.targets()]
+    assert summary.mean_mse <= np.mean(greedy)  # each stroke the best of the policy's own choice and three more
+
+    # A rerun asking for more paints only the new images, in two processes, as this one would have.
+    monkeypatch.setattr(spiral.agent, "PAINT_BATCH", 2)  # two batches for two workers
+    summary = generate_demonstrations(preset, 7, AgentTeacher(folder, proposals=4), out, workers=2, progress=False)
+    assert (summary.total, summary.new) == (7, 4)
+    serial = read_demonstrations(generate_demonstrations(preset, 7, AgentTeacher(folder, proposals=4),
+                                                         tmp_path / "serial.jsonl", progress=False).path)
+    assert [demo.actions.tolist() for demo in read_demonstrations(out).demos] == \
+        [demo.actions.tolist() for demo in serial.demos]
+
+    with pytest.raises(ValueError, match=r"other settings \(teacher: .*\"proposals\": 4.*\"proposals\": 2"):
+        generate_demonstrations(preset, 8, AgentTeacher(folder, proposals=2), out, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(search: the file has null, asked .*; teacher: "):
+        generate_demonstrations(preset, 8, SEARCH, out, progress=False)
+    with pytest.raises(ValueError, match="a teacher or a student, not both"):
+        generate_demonstrations(preset, 3, AgentTeacher(folder), tmp_path / "both.jsonl", progress=False,
+                                student=folder)
+    with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
+        AgentTeacher(folder, proposals=0)
+    generator = untrained_agent(preset.paint_config(), conditional=False, network=preset.network_config())
+    write_agent(tmp_path / "generator", generator.policy.state_dict(), {}, generator.manifest)
+    with pytest.raises(ValueError, match="The teacher .* paints from scratch"):
+        generate_demonstrations(preset, 3, AgentTeacher(tmp_path / "generator"), tmp_path / "x.jsonl", progress=False)
+    other = Experiment.from_dict(preset.to_dict() | {"env": preset.env | {"grid_size": 8}})
+    with pytest.raises(ValueError, match="The teacher .* paints with other environment settings"):
+        generate_demonstrations(other, 3, AgentTeacher(folder), tmp_path / "x.jsonl", progress=False)
+    assert not (tmp_path / "x.jsonl").exists()  # refused before anything is written
+    lines = out.read_text().splitlines()
+    both = json.loads(lines[0]) | {"search": asdict(SEARCH)}
+    (tmp_path / "two.jsonl").write_text("\n".join([json.dumps(both), *lines[1:]]) + "\n")
+    with pytest.raises(ValueError, match="one of 'search' or 'teacher', got \\['search', 'teacher'\\]"):
+        read_demonstrations(tmp_path / "two.jsonl")
+
+    # The next round's agent: cloned from the teacher's paintings, starting from the teacher's weights.
+    student = Pretrainer.start(out, tmp_path / "next", settings, progress=False, init_from=folder)
+    assert student.record["demonstrations_header"]["teacher"] == taught.header["teacher"]
+    student.run(steps=1)
+    student.close()
+    assert load_agent(tmp_path / "next" / "agent").paint_config == preset.paint_config()
+
+
+def test_the_teacher_command(preset, tmp_path, capsys):
+    painter = untrained_agent(preset.paint_config(), conditional=True, network=preset.network_config(), name="tiny")
+    teacher = write_agent(tmp_path / "teacher", painter.policy.state_dict(), {}, painter.manifest)
+    preset_file, out = tmp_path / "tiny-pen.toml", tmp_path / "taught.jsonl"
+    preset_file.write_text(TINY_PEN)
+    command = ["demos", "--preset", str(preset_file), "--count", "2", "--out", str(out), "--teacher", str(teacher)]
+    main(command + ["--proposals", "3", "--seed", "5"])
+    assert "2 demonstrations" in capsys.readouterr().out
+    assert read_demonstrations(out).header["teacher"]["proposals"] == 3
+    assert read_demonstrations(out).header["teacher"]["seed"] == 5
+    main(command[:-4] + ["--out", str(tmp_path / "eight.jsonl"), "--teacher", str(teacher)])
+    assert read_demonstrations(tmp_path / "eight.jsonl").header["teacher"]["proposals"] == 8  # the default
+    for extra, message in ((["--bank", "9", "--refine", "0"], "--bank, --refine set the search; a --teacher agent "
+                                                              "paints instead"),
+                           (["--proposals", "0"], "argument --proposals: must be > 0")):
+        with pytest.raises(SystemExit):
+            main(command + extra)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(command[:-2] + ["--proposals", "4"])
+    assert "--proposals are a --teacher agent's strokes to choose from: name the teacher" in capsys.readouterr().err
 
 
 def test_a_generator_clones_an_agents_programs_and_paints_from_scratch(preset, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import spiral.programs
+import spiral.agent
 from envs import PaintConfig, mse
 from spiral.agent import load_agent, untrained_agent, write_agent
 from spiral.cli import CommandError, main
@@ -92,7 +92,7 @@ def test_a_rerun_resumes_after_a_line_cut_short(tmp_path):
 def test_workers_paint_the_programs_one_process_paints(tmp_path, monkeypatch):
     one, pool = tmp_path / "one.jsonl", tmp_path / "pool.jsonl"
     generate_programs(L2_AGENT, "mnist", one, count=7, greedy=False, seed=3, progress=False)
-    monkeypatch.setattr(spiral.programs, "PAINT_BATCH", 2)  # four batches (the last of one image) for two workers
+    monkeypatch.setattr(spiral.agent, "PAINT_BATCH", 2)  # four batches (the last of one image) for two workers
     summary = generate_programs(L2_AGENT, "mnist", pool, count=7, greedy=False, seed=3, workers=2, progress=False)
     assert (summary.total, summary.new) == (7, 7)
     assert pool.read_text().splitlines()[0] == one.read_text().splitlines()[0]  # the same header
