@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
@@ -230,8 +229,7 @@ def paint_many(agent: Agent, targets: np.ndarray, seeds: Sequence[int], greedy: 
             yield from (_paint_job(agent, settings, job) for job in jobs)
             return
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with context.Pool(min(workers, math.ceil(len(targets) / PAINT_BATCH)), _start_painter,
-                          (agent, settings)) as pool:
+        with context.Pool(min(workers, len(batches)), _start_painter, (agent, settings)) as pool:
             yield from pool.imap_unordered(_paint_in_worker, jobs)
 
 

@@ -335,7 +335,7 @@ class PolicyNetwork(nn.Module):
                 temperature: float = 1.0) -> torch.Tensor:
         """``count`` sampled actions for each row of ``features`` (rows, 1, features): (count, rows, components).
 
-        What ``count`` calls of ``sample`` would draw, in one pass over ``count`` x rows: each row's
+        Drawn from the distribution ``sample`` draws from, in one pass over ``count`` x rows: each row's
         random numbers, all heads' at once, come from its own stream, ``generators[row]``, so an
         episode's proposals do not depend on the others in its batch (``Agent.paint_all``).
         """
