@@ -25,6 +25,7 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
 UPLOAD_SIDE = 1024  # uploads are decoded no larger: an agent sees 64 px, the page shows 256
 RENDER_SIZES = [256, 512, 768, 1024]  # re-rendering and the downloads: the program replays at any size
 MAX_PROPOSALS = 16  # strokes a reconstruction may choose each step from: 16 costs about 10x the agent's own time
+MAX_REFINE = 4  # hill-climbing rounds on each chosen stroke: up to 18 renders a round
 
 
 # Every cache is bounded in entries, and so in bytes: agents are a few MB each (8 of them), a painting's
@@ -37,11 +38,11 @@ def cached_agent(source: str):
 
 @st.cache_data(max_entries=64, show_spinner="Painting...")
 def cached_episode(source: str, target_png: bytes | None, seed: int, greedy: bool, temperature: float,
-                   proposals: int = 1) -> dict:
+                   proposals: int = 1, refine: int = 0) -> dict:
     """One painting, as plain data Streamlit can cache: the program, the frames, the score."""
     target = None if target_png is None else np.asarray(Image.open(io.BytesIO(target_png)).convert("RGB"))
     return as_data(cached_agent(source).paint(target, seed=seed, greedy=greedy, temperature=temperature,
-                                              proposals=proposals))
+                                              proposals=proposals, refine=refine))
 
 
 @st.cache_data(max_entries=8, show_spinner="Painting...")
@@ -224,8 +225,15 @@ def paint_page(source: str) -> None:
             help="At each step the agent proposes this many strokes (its own choice first), each is tried on the "
                  "canvas and the one nearest your picture is painted: a closer painting for about this many times "
                  "the time. 1: the agent alone.")
+        refine = st.sidebar.slider(
+            "Hill-climbing rounds", 0, MAX_REFINE, 0, key="refine",
+            help="Then the chosen stroke is nudged (its end or bend one cell, its size one step) while that brings "
+                 "the painting closer to your picture, at most this many times: closer still, for up to 18 tries "
+                 "a round. 0: as chosen.")
         if proposals > 1:
             sampled += f", best of {proposals} proposals a stroke"
+        if refine:
+            sampled += f", refined {refine} rounds"
         st.subheader("Reconstruct")
         upload = read_upload()
         if isinstance(upload, ValueError):
@@ -240,7 +248,7 @@ def paint_page(source: str) -> None:
         target, origin = choose_target(agent, upload)
         if target is None:
             return
-        episode = cached_episode(source, png_bytes(target), int(seed), greedy, temperature, proposals)
+        episode = cached_episode(source, png_bytes(target), int(seed), greedy, temperature, proposals, refine)
         columns = st.columns(2)
         columns[0].image(png_bytes(enlarge(target)), caption=f"target: {origin}, as the agent sees it", width=DISPLAY)
         caption = score_caption(episode, f"greedy{sampled}" if greedy else f"seed {seed}{sampled}")
@@ -261,14 +269,14 @@ def paint_page(source: str) -> None:
         # The seeds themselves are the options: a new seed gives a new list, never a stale label.
         chosen = st.selectbox("Replay sample", seeds, format_func=lambda s: f"seed {s}", key="pick")
         episode = samples[chosen]
-        target, proposals = None, 1
+        target, proposals, refine = None, 1, 0
     st.subheader("Replay")
     show_replay(episode, "main")
-    compare(source, target, int(seed), greedy, temperature, proposals)
+    compare(source, target, int(seed), greedy, temperature, proposals, refine)
 
 
 def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, temperature: float,
-            proposals: int) -> None:
+            proposals: int, refine: int) -> None:
     """The same target painted by a second agent, side by side."""
     with st.expander("Compare with another agent") as place:
         # Offer first the next agent of the same kind: one that reconstructs too, or paints from scratch too.
@@ -284,7 +292,7 @@ def compare(source: str, target: np.ndarray | None, seed: int, greedy: bool, tem
         target_png = None if target is None else png_bytes(target)
         columns = st.columns(2)
         for column, agent_source in zip(columns, (source, other)):
-            episode = cached_episode(agent_source, target_png, seed, greedy, temperature, proposals)
+            episode = cached_episode(agent_source, target_png, seed, greedy, temperature, proposals, refine)
             score = "" if episode["l2"] is None else f": L2 {episode['l2']:.4f}"
             column.image(png_bytes(enlarge(episode["frames"][-1])), caption=f"{short_name(agent_source)}{score}",
                          width=DISPLAY)

@@ -27,11 +27,13 @@ import torch
 from PIL import Image, ImageOps
 
 from envs import PaintConfig, PaintEnv, Program
+from envs.actions import PAINT
 from envs.storage import write_file, write_folder
 from spiral.images import flatten
 from spiral.manifest import AgentManifest
 from spiral.network_config import NetworkConfig
 from spiral.policy import PolicyNetwork, check_network_size, check_temperature
+from spiral.search import hill_climb
 
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 # Episodes per network pass in Agent.paint_all: enough that the pass costs little per frame on two cores,
@@ -98,25 +100,28 @@ class Agent:
         return array if color else np.repeat(array[..., None], 3, axis=-1)
 
     def paint(self, target: np.ndarray | Image.Image | None = None, seed: int | None = None,
-              greedy: bool = False, temperature: float | None = None, proposals: int = 1) -> Episode:
+              greedy: bool = False, temperature: float | None = None, proposals: int = 1, refine: int = 0
+              ) -> Episode:
         """Paint one episode; conditional agents need a ``target`` (any size: it is resized).
 
         ``greedy`` takes each head's likeliest choice; otherwise the strokes are sampled at
         ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``), by default
         the agent's own (``self.temperature``). Without a ``seed``, a fresh one is drawn.
         ``proposals`` > 1 (conditional agents): each step paints the best of that many strokes the
-        policy proposes, each checked against the target before one is painted (``paint_all``).
+        policy proposes, each checked against the target before one is painted (``paint_all``), and
+        ``refine`` > 0 hill-climbs the chosen stroke first (``paint_all``).
         """
         if self.conditional and target is None:
             raise ValueError("This agent reconstructs targets: pass target=<image>.")
         if not self.conditional and target is not None:
             raise ValueError("This agent paints from scratch and takes no target.")
-        return self.paint_all(None if target is None else [target], [seed], greedy, temperature, proposals)[0]
+        return self.paint_all(None if target is None else [target], [seed], greedy, temperature, proposals,
+                              refine)[0]
 
     @torch.no_grad()
     def paint_all(self, targets: Sequence[np.ndarray | Image.Image] | None = None,
                   seeds: Sequence[int | None] | None = None, greedy: bool = False,
-                  temperature: float | None = None, proposals: int = 1) -> list[Episode]:
+                  temperature: float | None = None, proposals: int = 1, refine: int = 0) -> list[Episode]:
         """Paint many episodes together: one network pass per step for up to ``PAINT_BATCH`` of them.
 
         A conditional agent paints one episode per target (seeds 0, 1, ... unless given, one per
@@ -133,10 +138,16 @@ class Agent:
         (``PaintEnv.l2_after``; a tie keeps the policy's own). A search over the agent's own
         strokes: far fewer renders than a search over random ones, and each a stroke the agent
         would paint. Each proposal costs about what a step of the agent does: 8 take about 7x the time.
+
+        ``refine`` > 0, for a conditional agent: the stroke chosen (a painting one; a pen-up move stays
+        as chosen) is then hill-climbed that many rounds at most, as the search refines its best
+        candidate (``spiral.search.hill_climb``: its end or control point one cell away, its size one
+        step, checked the same way). Up to 18 renders a round, so 4 rounds cost about what 40 more
+        proposals would; on photo crops, 16 proposals refined 4 rounds beat 64 proposals at 0.6x the time.
         """
         temperature = self.sampling_temperature(temperature)
         check_temperature(temperature)
-        check_proposals(proposals, self.conditional)
+        check_proposals(proposals, self.conditional, refine)
         if self.conditional:
             if targets is None:
                 raise ValueError("This agent reconstructs targets: pass targets=<images>.")
@@ -158,10 +169,10 @@ class Agent:
             _check_seed(seed)
         return [episode for start in range(0, len(seeds), PAINT_BATCH)
                 for episode in self._paint_batch(prepared[start:start + PAINT_BATCH], seeds[start:start + PAINT_BATCH],
-                                                 greedy, temperature, proposals)]
+                                                 greedy, temperature, proposals, refine)]
 
     def _paint_batch(self, prepared: list[np.ndarray | None], seeds: list[int | None], greedy: bool,
-                     temperature: float, proposals: int) -> list[Episode]:
+                     temperature: float, proposals: int, refine: int) -> list[Episode]:
         """Episodes painted in lockstep, each in its own ``PaintEnv``, the network run on all at once."""
         seeds = [int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed for seed in seeds]
         envs = [PaintEnv(self.paint_config, target_source=None if target is None else target[None])
@@ -181,6 +192,8 @@ class Agent:
                     chosen = _best_proposals(envs, chosen,
                                              list(self.policy.propose(features, proposals - 1, generators,
                                                                       temperature).numpy()))
+                if refine:
+                    chosen = _refined(envs, chosen, refine)
                 steps = [env.step(action) for env, action in zip(envs, chosen)]
                 observations = [observation for observation, *_ in steps]
                 for episode, (observation, *_, info) in enumerate(steps):
@@ -193,13 +206,16 @@ class Agent:
                 env.close()
 
 
-def check_proposals(proposals: int, conditional: bool) -> None:
-    """A ValueError unless ``proposals`` is a count of strokes to choose from that this agent can check."""
+def check_proposals(proposals: int, conditional: bool, refine: int = 0) -> None:
+    """A ValueError unless ``proposals`` is a count of strokes to choose from, and ``refine`` a count of hill-climbing
+    rounds, that this agent can check against a target (``Agent.paint_all``)."""
     if isinstance(proposals, bool) or not isinstance(proposals, (int, np.integer)) or proposals < 1:
         raise ValueError(f"proposals must be a whole number of strokes, 1 or more, got {proposals!r}.")
-    if proposals > 1 and not conditional:
-        raise ValueError("Proposals are checked against a target: an agent that paints from scratch has none, "
-                         "so it paints with proposals=1.")
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+        raise ValueError(f"refine must be a whole number of hill-climbing rounds, 0 or more, got {refine!r}.")
+    if (proposals > 1 or refine) and not conditional:
+        raise ValueError("Proposals and refining are checked against a target: an agent that paints from scratch has "
+                         "none, so it paints with proposals=1 and refine=0.")
 
 
 def _best_proposals(envs: list[PaintEnv], own: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
@@ -209,8 +225,20 @@ def _best_proposals(envs: list[PaintEnv], own: np.ndarray, others: list[np.ndarr
                      for i, env in enumerate(envs)])
 
 
+def _refined(envs: list[PaintEnv], chosen: np.ndarray, rounds: int) -> np.ndarray:
+    """Each episode's chosen stroke hill-climbed ``rounds`` times at most against its target (``PaintEnv.l2_after``);
+    a pen-up move stays as chosen."""
+    refined = []
+    for env, action in zip(envs, chosen):
+        flag = env.codec.index.get("flag")
+        if flag is None or action[flag] == PAINT:
+            action, _ = hill_climb(env.codec, action, env.l2_after(action), env.l2_after, rounds)
+        refined.append(action)
+    return np.stack(refined)
+
+
 def paint_many(agent: Agent, targets: np.ndarray, seeds: Sequence[int], greedy: bool = True, proposals: int = 1,
-               workers: int = 1) -> Iterator[tuple[list[int], list[Episode], float]]:
+               workers: int = 1, refine: int = 0) -> Iterator[tuple[list[int], list[Episode], float]]:
     """Paint ``targets[i]`` with ``seeds[i]``, ``PAINT_BATCH`` at a time, as files of paintings do (``spiral programs``,
     ``spiral demos --teacher``): yields each batch's positions in ``targets``, its episodes (each with its last
     canvas only, ``frames[-1:]``) and the seconds it took, as the batches finish.
@@ -223,7 +251,7 @@ def paint_many(agent: Agent, targets: np.ndarray, seeds: Sequence[int], greedy: 
     batches = [list(range(start, min(start + PAINT_BATCH, len(targets)))) for start in range(0, len(targets),
                                                                                           PAINT_BATCH)]
     jobs = ((batch, targets[batch], [seeds[position] for position in batch]) for batch in batches)
-    settings = (greedy, proposals)
+    settings = (greedy, proposals, refine)
     with one_torch_thread():
         if workers == 1 or len(batches) <= 1:
             yield from (_paint_job(agent, settings, job) for job in jobs)
@@ -233,20 +261,20 @@ def paint_many(agent: Agent, targets: np.ndarray, seeds: Sequence[int], greedy: 
             yield from pool.imap_unordered(_paint_in_worker, jobs)
 
 
-def _paint_job(agent: Agent, settings: tuple[bool, int], job: tuple[list[int], np.ndarray, list[int]]
+def _paint_job(agent: Agent, settings: tuple[bool, int, int], job: tuple[list[int], np.ndarray, list[int]]
                ) -> tuple[list[int], list[Episode], float]:
     positions, targets, seeds = job
-    greedy, proposals = settings
+    greedy, proposals, refine = settings
     start = time.perf_counter()
-    episodes = agent.paint_all(targets, seeds, greedy, proposals=proposals)
+    episodes = agent.paint_all(targets, seeds, greedy, proposals=proposals, refine=refine)
     return positions, [dataclasses.replace(episode, frames=episode.frames[-1:]) for episode in episodes], \
         time.perf_counter() - start
 
 
-_painter: tuple[Agent, tuple[bool, int]] | tuple[()] = ()  # a pool worker's agent and settings (paint_many)
+_painter: tuple[Agent, tuple[bool, int, int]] | tuple[()] = ()  # a pool worker's agent and settings (paint_many)
 
 
-def _start_painter(agent: Agent, settings: tuple[bool, int]) -> None:
+def _start_painter(agent: Agent, settings: tuple[bool, int, int]) -> None:
     global _painter
     torch.set_num_threads(1)
     _painter = (agent, settings)

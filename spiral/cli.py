@@ -121,7 +121,7 @@ def paint(args: argparse.Namespace) -> None:
     target = open_image(args.target) if args.target else None
     agent = load_agent(args.agent or default_agent(conditional=target is not None, picture=target))
     episode = agent.paint(target, seed=args.seed, greedy=args.greedy, temperature=args.temperature,
-                          proposals=args.proposals)
+                          proposals=args.proposals, refine=args.refine)
     paths = write_painting(episode.program, args.out, scale=args.scale)
     if episode.target is not None:
         paths["target"] = Path(args.out) / "target.png"
@@ -158,7 +158,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from spiral.evaluation import evaluate as evaluate_agent
 
     agent = load_agent(args.agent)
-    check_proposals(args.proposals, agent.conditional)
+    check_proposals(args.proposals, agent.conditional, args.refine)
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
@@ -170,7 +170,8 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
     temperature = agent.sampling_temperature(args.temperature)
-    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature, proposals=args.proposals):
+    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature, proposals=args.proposals,
+                              refine=args.refine):
         print(row.row())
 
 
@@ -284,6 +285,9 @@ TEMPERATURE_HELP = ("sample the strokes at this temperature (default: the agent'
 PROPOSALS_HELP = ("conditional agents: paint each stroke as the best of this many the agent proposes (its own "
                   "choice and samples), each checked against the target first: a lower error for about this many "
                   "times the painting time (default 1: the agent alone)")
+REFINE_HELP = ("conditional agents: hill-climb each chosen stroke up to this many rounds (its end or control point "
+               "one cell away, its size one step, each checked against the target), as the search refines its "
+               "candidates: a lower error for up to 18 renders a round (default 0)")
 
 
 def _positive(kind: type):
@@ -318,11 +322,11 @@ def demos(args: argparse.Namespace) -> None:
     from spiral.experiment import Experiment
 
     experiment = Experiment.from_preset(args.preset, args.overrides)
-    searching = {"--bank": args.bank, "--jumps": args.jumps, "--guided": args.guided, "--refine": args.refine}
+    searching = {"--bank": args.bank, "--jumps": args.jumps, "--guided": args.guided}
     if args.teacher is not None:
         if given := [option for option, value in searching.items() if value is not None]:
             raise ValueError(f"{', '.join(given)} set the search; a --teacher agent paints instead: leave them out.")
-        search = AgentTeacher(args.teacher, args.proposals or AgentTeacher.proposals, args.seed)
+        search = AgentTeacher(args.teacher, args.proposals or AgentTeacher.proposals, args.seed, args.refine or 0)
     elif args.proposals is not None:
         raise ValueError("--proposals are a --teacher agent's strokes to choose from: name the teacher.")
     else:
@@ -401,7 +405,8 @@ def _add_pipeline_commands(commands) -> None:
     demos_cmd.add_argument("--guided", type=_fraction,
                            help="the fraction of candidates aimed at missing ink, the rest uniform (1.0)")
     demos_cmd.add_argument("--refine", type=_at_least(0),
-                           help="hill-climbing rounds on each step's best candidate (4)")
+                           help="hill-climbing rounds on each step's chosen stroke: the search's best candidate "
+                                "(default 4), or a --teacher's best proposal (default 0)")
     demos_cmd.add_argument("--seed", type=_at_least(0), default=0)
     demos_cmd.add_argument("--workers", type=_positive(int), default=1, help="processes painting in parallel")
     demos_cmd.add_argument("--out", required=True, help="the JSONL file; an existing one is extended")
@@ -412,8 +417,8 @@ def _add_pipeline_commands(commands) -> None:
                                 "1 - TOLERANCE of what the search's gains, e.g. 0.1 (default 0: always the search's)")
     demos_cmd.add_argument("--teacher", metavar="AGENT", help="expert iteration: AGENT paints the demonstrations "
                                                               "instead of the search, greedy, each stroke the best of "
-                                                              "--proposals it proposes (the search's options do not "
-                                                              "apply)")
+                                                              "--proposals it proposes, hill-climbed --refine rounds "
+                                                              "(the search's other options do not apply)")
     demos_cmd.add_argument("--proposals", type=_positive(int), help="with --teacher: strokes to choose from (8)")
     demos_cmd.set_defaults(run=demos)
 
@@ -529,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
     paint_cmd.add_argument("--proposals", type=_positive(int), default=1, help=PROPOSALS_HELP)
+    paint_cmd.add_argument("--refine", type=_at_least(0), default=0, help=REFINE_HELP)
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
     paint_cmd.set_defaults(run=paint)
 
@@ -559,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--proposals", type=_positive(int), default=1,
                           help="conditional agents: also score the greedy agent choosing each stroke among this "
                                "many of its own proposals (paint --proposals)")
+    eval_cmd.add_argument("--refine", type=_at_least(0), default=0,
+                          help="conditional agents: with --proposals, hill-climb each chosen stroke up to this many "
+                               "rounds (paint --refine)")
     eval_cmd.add_argument("--validation", action="store_true",
                           help="choose on validation images and keep the test split for the final figure: a "
                                "conditional agent paints the last 100 training images (which spiral train keeps "

@@ -20,12 +20,12 @@ then one line per painted image, in the order they finished::
 ``index`` is the image's place in the training split (loaded as ``data`` says), ``actions`` one
 action per step, and ``mse`` what replaying them through ``PaintEnv`` on that image gives, exactly.
 
-**An agent as the teacher** (expert iteration, ``--teacher AGENT --proposals K``): instead of the
-search, an agent paints each image greedy, each stroke the best of ``K`` it proposes and checks
-(``Agent.paint_all``). Cloned back into the agent, its paintings teach it the strokes its own search
+**An agent as the teacher** (expert iteration, ``--teacher AGENT --proposals K [--refine R]``):
+instead of the search, an agent paints each image greedy, each stroke the best of ``K`` it proposes
+and checks, then hill-climbed ``R`` rounds as the search refines its candidates (``Agent.paint_all``). Cloned back into the agent, its paintings teach it the strokes its own search
 found, in states like its own; the next round's agent proposes for the round after. The header's
-``search`` is then ``"teacher": {"agent": PATH, "policy_sha256": ..., "proposals": K, "seed": 0}``,
-and image ``i`` is painted with the seed ``spiral.programs.image_seed(seed, i)``.
+``search`` is then ``"teacher": {"agent": PATH, "policy_sha256": ..., "proposals": K, "seed": 0}``
+(and ``"refine": R`` where ``R`` > 0), and image ``i`` is painted with the seed ``spiral.programs.image_seed(seed, i)``.
 
 **Corrections** (DAgger, ``--student AGENT``): a policy cloned from demonstrations drifts into
 canvases the search never showed it, and does not know how to recover there. A corrections file
@@ -129,14 +129,15 @@ class Demonstrations:
 @dataclass(frozen=True)
 class AgentTeacher:
     """An agent that paints the demonstrations instead of the search: greedy, each stroke the best of ``proposals``
-    it proposes (expert iteration; the module's docstring)."""
+    it proposes, hill-climbed ``refine`` rounds (expert iteration; the module's docstring)."""
 
     agent: str | Path  # the agent's folder
     proposals: int = 8
     seed: int = 0  # the proposals' random streams: image i's is ``image_seed(seed, i)``
+    refine: int = 0  # hill-climbing rounds on each chosen stroke (``spiral.search.hill_climb``)
 
     def __post_init__(self) -> None:
-        for name, low in (("proposals", 1), ("seed", 0)):
+        for name, low in (("proposals", 1), ("seed", 0), ("refine", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"The teacher's {name} must be an integer >= {low}, got {value!r}.")
@@ -345,13 +346,15 @@ def _student(folder: str | Path, config: PaintConfig, tolerance: float = 0.0) ->
 
 
 def _teacher(teacher: AgentTeacher, config: PaintConfig) -> tuple[Any, dict[str, Any]]:
-    """The teacher agent and how the header names it, with its proposals and seed; refused if it paints otherwise."""
+    """The teacher agent and how the header names it, with its proposals, seed and refining (named only where it
+    refines, as files written before it could name no refining); refused if it paints otherwise."""
     from spiral.agent import check_proposals
 
     agent, record = _reconstruction_agent(teacher.agent, config, "teacher", "its paintings are not demonstrations "
                                           "of the preset's action space")
-    check_proposals(teacher.proposals, agent.conditional)
-    return agent, record | {"proposals": teacher.proposals, "seed": teacher.seed}
+    check_proposals(teacher.proposals, agent.conditional, teacher.refine)
+    return agent, record | {"proposals": teacher.proposals, "seed": teacher.seed} | (
+        {"refine": teacher.refine} if teacher.refine else {})
 
 
 def _reconstruction_agent(folder: str | Path, config: PaintConfig, role: str, why: str) -> tuple[Any, dict[str, Any]]:
@@ -373,13 +376,14 @@ def _reconstruction_agent(folder: str | Path, config: PaintConfig, role: str, wh
 def _taught(agent: Any, teacher: AgentTeacher, targets: np.ndarray, todo: list[int], workers: int
             ) -> Iterator[tuple[Demonstration, float]]:
     """The teacher's paintings of ``todo`` as demonstrations, as they finish, with the seconds each took (its
-    batch's share): greedy, each stroke the best of its proposals (``spiral.agent.paint_many``)."""
+    batch's share): greedy, each stroke the best of its proposals, refined (``spiral.agent.paint_many``)."""
     from spiral.agent import paint_many
     from spiral.programs import image_seed
 
     seeds = [image_seed(teacher.seed, index) for index in todo]
     for positions, episodes, seconds in paint_many(agent, targets[todo], seeds, greedy=True,
-                                                   proposals=teacher.proposals, workers=workers):
+                                                   proposals=teacher.proposals, workers=workers,
+                                                   refine=teacher.refine):
         for position, episode in zip(positions, episodes):
             yield Demonstration(todo[position], np.asarray(episode.actions, np.int64), episode.l2), \
                 seconds / len(positions)

@@ -4,7 +4,7 @@ Every figure is the mean squared error per pixel (images in [0, 1]) between targ
 canvas, with a 95% confidence interval over the images:
 
 - the agent, with sampled and with greedy actions, and where asked, choosing each stroke among
-  its own proposals (``Agent.paint_all(proposals=K)``);
+  its own proposals and hill-climbing it (``Agent.paint_all(proposals=K, refine=R)``);
 - a blank canvas (what painting nothing scores);
 - a random policy (what painting without looking scores);
 - a greedy search: each stroke is the best of a bank of random strokes, judged by rendering it
@@ -57,16 +57,17 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
 
 
 def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None,
-                proposals: int = 1) -> Score:
+                proposals: int = 1, refine: int = 0) -> Score:
     """The agent's paintings of ``targets`` (image ``i`` seeded ``i``): greedy, or sampled at ``temperature`` (by
-    default the agent's own), each stroke the best of ``proposals``. Painted together (``Agent.paint_all``): the
-    time per image is a share of the batch's."""
+    default the agent's own), each stroke the best of ``proposals``, hill-climbed ``refine`` rounds. Painted
+    together (``Agent.paint_all``): the time per image is a share of the batch's."""
     temperature = agent.sampling_temperature(temperature)
     name = ("agent (greedy" if greedy else "agent (sampled" if temperature == 1
             else f"agent (sampled at temperature {temperature:g}")
-    name += f", best of {proposals} proposals a stroke)" if proposals > 1 else ")"
+    name += f", best of {proposals} proposals a stroke" if proposals > 1 else ""
+    name += f", refined {refine} rounds)" if refine else ")"
     start = time.perf_counter()
-    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature, proposals=proposals)
+    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature, proposals=proposals, refine=refine)
     errors = [float(mse(episode.canvas, target)) for episode, target in zip(episodes, targets)]
     return score(name, errors, time.perf_counter() - start)
 
@@ -115,9 +116,9 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
 
 
 def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None,
-             proposals: int = 1) -> list[Score]:
-    """The agent (sampled at ``temperature``, by default its own, and greedy; with ``proposals`` > 1 also greedy
-    with each stroke the best of that many proposals) and the baselines, on the same targets; ``bank=0`` skips
+             proposals: int = 1, refine: int = 0) -> list[Score]:
+    """The agent (sampled at ``temperature``, by default its own, and greedy; with ``proposals`` > 1 or ``refine``
+    also greedy with each stroke the best of that many proposals, hill-climbed that many rounds) and the baselines, on the same targets; ``bank=0`` skips
     the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
@@ -126,7 +127,8 @@ def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: fl
     config = agent.paint_config
     scores = [agent_score(agent, targets, greedy=False, temperature=temperature),
               agent_score(agent, targets, greedy=True)]
-    if proposals > 1:
-        scores.append(agent_score(agent, targets, greedy=True, temperature=temperature, proposals=proposals))
+    if proposals > 1 or refine:
+        scores.append(agent_score(agent, targets, greedy=True, temperature=temperature, proposals=proposals,
+                                  refine=refine))
     scores += [blank_score(config, targets), random_score(config, targets)]
     return scores + [search_score(config, targets, bank), teacher_score(config, targets)] if bank else scores

@@ -41,6 +41,7 @@ brushes with random jitter (whose dabs depend on what the brush drew before).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,7 +251,7 @@ class _Search:
             candidate_error = tried(self.planned, pen)
             if candidate_error < best_error:
                 best, best_error = self.planned, candidate_error
-        best, best_error = _hill_climb(codec, best, best_error, lambda action: tried(action, pen), self.refine)
+        best, best_error = hill_climb(codec, best, best_error, lambda action: tried(action, pen), self.refine)
         jump, jump_error = None, np.inf
         if self.moves and step + 1 < config.episode_length:  # a move pays off only with a step left to paint
             for _ in range(self.jumps):
@@ -265,8 +266,8 @@ class _Search:
                     jump, jump_error = (start, action), candidate_error
             if jump is not None:
                 start = jump[0]
-                action, jump_error = _hill_climb(codec, jump[1], jump_error,
-                                                 lambda action: tried(action, codec.cell_center(start)), self.refine)
+                action, jump_error = hill_climb(codec, jump[1], jump_error,
+                                                lambda action: tried(action, codec.cell_center(start)), self.refine)
                 jump = (start, action)
         gain, jump_gain = self.error - best_error, self.error - jump_error
         self.plan = None
@@ -370,10 +371,11 @@ class _InkProposal:
         action[index["control"]] = row * self.grid + col
 
 
-def _hill_climb(codec: ActionCodec, action: np.ndarray | None, error: float, score, rounds: int
-                ) -> tuple[np.ndarray | None, float]:
-    """Improve ``action`` (scored by ``score``) by moving its end or control one cell, or changing its size
-    by one, ``rounds`` times at most; each round keeps the best neighbour and stops when none is better."""
+def hill_climb(codec: ActionCodec, action: np.ndarray | None, error: float, score: Callable[[np.ndarray], float],
+               rounds: int) -> tuple[np.ndarray | None, float]:
+    """Improve ``action`` (scored by ``score``, ``error`` its score now) by moving its end or control one cell, or
+    changing its size by one, ``rounds`` times at most; each round keeps the best neighbour and stops when none is
+    better. The search refines its best candidate with it, and an agent its chosen stroke (``Agent.paint_all``)."""
     if action is None:
         return action, error
     grid = codec.config.grid_size

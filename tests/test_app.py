@@ -81,8 +81,8 @@ def test_a_colour_photo_goes_to_the_colour_agent_and_a_white_on_black_sketch_to_
 
 def test_a_reconstruction_chooses_each_stroke_among_the_agents_proposals_when_asked(runs):
     """The sidebar's "Proposals per step": the colour agent's painting of a photo, each stroke the best of 8 it
-    proposes, comes nearer the photo than the agent alone; a generator, with no target to check, has no such
-    slider."""
+    proposes, comes nearer the photo than the agent alone, and so does it with each stroke hill-climbed too
+    ("Hill-climbing rounds"); a generator, with no target to check, has neither slider."""
     app = start()
     app.file_uploader[0].upload("astronaut.png", png(Image.fromarray(skimage.data.astronaut())), "image/png").run()
 
@@ -97,8 +97,14 @@ def test_a_reconstruction_chooses_each_stroke_among_the_agents_proposals_when_as
     assert not app.exception and not app.error
     chosen, chosen_l2 = painting()
     assert chosen.startswith("painting (seed 0, best of 8 proposals a stroke): L2") and chosen_l2 < alone_l2
+    app.sidebar.slider(key="refine").set_value(2).run()  # and each chosen stroke hill-climbed
+    assert not app.exception and not app.error
+    refined, refined_l2 = painting()
+    assert refined.startswith("painting (seed 0, best of 8 proposals a stroke, refined 2 rounds): L2")
+    assert refined_l2 < alone_l2
     app.sidebar.selectbox(key="agent").set_value(f"shipped: {GENERATION_AGENT}").run()
-    assert not app.exception and not [slider for slider in app.sidebar.slider if slider.key == "proposals"]
+    assert not app.exception
+    assert not [slider for slider in app.sidebar.slider if slider.key in ("proposals", "refine")]
 
 
 def test_an_exported_agent_reconstructs_a_held_out_example(runs):

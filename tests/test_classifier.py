@@ -210,9 +210,11 @@ def test_spiral_eval_samples_at_the_agents_own_temperature_and_says_so(generator
     assert "4 samples (seeds 0 to 3) against" in capsys.readouterr().out  # told otherwise: at 1
 
 
-def test_spiral_eval_refuses_proposals_for_a_generator(generator_agent):
-    with pytest.raises(SystemExit, match="Proposals are checked against a target: an agent that paints from scratch"):
-        main(["eval", "--agent", str(generator_agent), "--samples", "4", "--proposals", "2"])
+def test_spiral_eval_refuses_proposals_and_refining_for_a_generator(generator_agent):
+    for option in ("--proposals", "--refine"):
+        with pytest.raises(SystemExit, match="Proposals and refining are checked against a target: an agent that "
+                                             "paints from scratch"):
+            main(["eval", "--agent", str(generator_agent), "--samples", "4", option, "2"])
 
 
 def test_spiral_eval_says_how_to_make_a_missing_classifier(generator_agent, tmp_path):

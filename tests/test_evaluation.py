@@ -96,11 +96,11 @@ def test_spiral_eval_prints_the_table(tmp_path):
     folder = export_untrained(tmp_path / "agent", "mnist-recon")
     spiral = shutil.which("spiral", path=os.path.dirname(sys.executable))
     result = subprocess.run([spiral, "eval", "--agent", str(folder), "--images", "2", "--bank", "3",
-                             "--proposals", "3"], capture_output=True, text=True, timeout=300)
+                             "--proposals", "3", "--refine", "2"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows] == ["| painter", "| agent (sampled)", "| agent (greedy)",
-                                                      "| agent (greedy, best of 3 proposals a stroke)",
+                                                      "| agent (greedy, best of 3 proposals a stroke, refined 2 rounds)",
                                                       "| blank canvas", "| random policy",
                                                       "| greedy search (3 strokes)",
                                                       "| teacher search (30 aimed strokes, 4 climbs)"]

@@ -467,6 +467,13 @@ def test_an_agent_teaches_with_its_proposals_and_its_paintings_are_cloned_back(p
         assert replayed_l2(taught.config, target, demo.actions) == demo.mse
     greedy = [agent.paint(target, seed=0, greedy=True).l2 for target in taught.targets()]
     assert summary.mean_mse <= np.mean(greedy)  # each stroke the best of the policy's own choice and three more
+    refined = read_demonstrations(generate_demonstrations(preset, 3, AgentTeacher(folder, proposals=4, refine=2),
+                                                          tmp_path / "refined.jsonl", progress=False).path)
+    assert refined.header["teacher"] == taught.header["teacher"] | {"refine": 2}  # named only where it refines
+    for demo, target in zip(refined.demos, refined.targets()):
+        painted = agent.paint(target, seed=image_seed(0, demo.index), greedy=True, proposals=4, refine=2)
+        assert demo.actions.tolist() == painted.actions and demo.mse == painted.l2
+        assert replayed_l2(refined.config, target, demo.actions) == demo.mse
 
     # A rerun asking for more paints only the new images, in two processes, as this one would have.
     monkeypatch.setattr(spiral.agent, "PAINT_BATCH", 2)  # two batches for two workers
@@ -486,6 +493,8 @@ def test_an_agent_teaches_with_its_proposals_and_its_paintings_are_cloned_back(p
                                 student=folder)
     with pytest.raises(ValueError, match="proposals must be an integer >= 1, got 0"):
         AgentTeacher(folder, proposals=0)
+    with pytest.raises(ValueError, match="refine must be an integer >= 0, got -1"):
+        AgentTeacher(folder, refine=-1)
     generator = untrained_agent(preset.paint_config(), conditional=False, network=preset.network_config())
     write_agent(tmp_path / "generator", generator.policy.state_dict(), {}, generator.manifest)
     with pytest.raises(ValueError, match="The teacher .* paints from scratch"):
@@ -514,13 +523,15 @@ def test_the_teacher_command(preset, tmp_path, capsys):
     preset_file, out = tmp_path / "tiny-pen.toml", tmp_path / "taught.jsonl"
     preset_file.write_text(TINY_PEN)
     command = ["demos", "--preset", str(preset_file), "--count", "2", "--out", str(out), "--teacher", str(teacher)]
-    main(command + ["--proposals", "3", "--seed", "5"])
+    main(command + ["--proposals", "3", "--seed", "5", "--refine", "2"])
     assert "2 demonstrations" in capsys.readouterr().out
     assert read_demonstrations(out).header["teacher"]["proposals"] == 3
     assert read_demonstrations(out).header["teacher"]["seed"] == 5
+    assert read_demonstrations(out).header["teacher"]["refine"] == 2
     main(command[:-4] + ["--out", str(tmp_path / "eight.jsonl"), "--teacher", str(teacher)])
     assert read_demonstrations(tmp_path / "eight.jsonl").header["teacher"]["proposals"] == 8  # the default
-    for extra, message in ((["--bank", "9", "--refine", "0"], "--bank, --refine set the search; a --teacher agent "
+    assert "refine" not in read_demonstrations(tmp_path / "eight.jsonl").header["teacher"]  # the default: none
+    for extra, message in ((["--bank", "9", "--guided", "0"], "--bank, --guided set the search; a --teacher agent "
                                                               "paints instead"),
                            (["--proposals", "0"], "argument --proposals: must be > 0")):
         with pytest.raises(SystemExit):
