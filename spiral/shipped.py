@@ -36,8 +36,8 @@ STRENGTHS = {
     "mnist-pen": "white-on-black handwriting and line drawings: digits best, letters and sketches too",
     "photos-paint": "the layout of any picture in colour, in 20 opaque pen strokes of 1 to 24 px, each in the "
                     "picture's own colour under it; not yet its details (trained on 12 photos)",
-    "lfw-paint": "a face's overall tone and background, not yet its features (the photo agent adapted to "
-                 "scikit-image's 80 greyscale training faces)",
+    "lfw-paint": "a face's oval, its light and shadow, hair and background; not yet eyes and mouth (the photo "
+                 "agent adapted to scikit-image's 80 greyscale training faces)",
     "glyphs-pen": "white-on-black letters of many scripts, including ones it never saw",
     "mnist-pen-gen": "new handwritten digits, from scratch",
     "mnist-l2": "white-on-black digits, as blobs (the first RL-from-scratch agent, kept for comparison)",
