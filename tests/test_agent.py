@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -338,65 +339,52 @@ def test_very_wide_or_tall_targets_keep_their_aspect_ratio(exported):
     assert len(rows) <= 3 and (prepared[0] == 0).all()  # letterboxed, not stretched
 
 
-def test_proposals_paint_no_stroke_worse_than_the_agents_own_and_lower_the_error():
-    """With proposals, each stroke is the best of the policy's own choice and its samples: replayed state by state,
-    no painted stroke leaves more error than the greedy policy's choice in that state would, and on real digits
-    the paintings come nearer their targets than the greedy agent's (shipped reconstruction agent)."""
-    agent = load_agent(AGENTS_DIR / "mnist-pen")
-    digits = Experiment.from_preset("mnist-pen").images("test", 6)
-    greedy = agent.paint_all(digits, greedy=True)
-    assert [e.actions for e in agent.paint_all(digits, greedy=True, proposals=1)] == [e.actions for e in greedy]
-    proposed = agent.paint_all(digits, greedy=True, proposals=6)
-    assert np.mean([e.l2 for e in proposed]) < np.mean([e.l2 for e in greedy])
-    for seed, digit in enumerate(digits[:2]):
-        episode = agent.paint(digit, seed=seed, greedy=True, proposals=6)
-        assert episode.actions == proposed[seed].actions  # painted alone as in the batch
-        np.testing.assert_array_equal(Program.from_json(episode.program.to_json()).render(), episode.canvas)
-        env = PaintEnv(agent.paint_config, target_source=episode.target[None])
+def replayed_with_the_policys_choice(agent, episode) -> Iterator[tuple[PaintEnv, np.ndarray, np.ndarray]]:
+    """Replay a conditional ``episode`` state by state: before each step, the environment, the action painted and
+    the greedy policy's own choice in that state; the replay must end at the episode's error."""
+    env = PaintEnv(agent.paint_config, target_source=episode.target[None])
+    try:
         observation, _ = env.reset(seed=0, options={"target": episode.target})
-        state = agent.policy.initial_state(1)
-        for action in episode.actions:
-            with torch.no_grad():
-                features, state = agent.policy.features(
-                    {key: torch.as_tensor(value[None, None]) for key, value in observation.items()}, state)
-                own = agent.policy.sample(features, greedy=True)[0][0, 0].numpy()
-            assert env.l2_after(action) <= env.l2_after(own)
-            observation = env.step(action)[0]
-        assert env.l2() == episode.l2
-        env.close()
-
-
-def test_refining_hill_climbs_each_painted_stroke_to_a_local_best_and_lowers_the_error():
-    """With ``refine``, each painting stroke the policy chooses is hill-climbed against the target: replayed state by
-    state, a stroke refined without a limit is one no neighbour improves (one more round changes nothing) and no
-    worse than the policy's own choice; a pen-up move is painted as the policy chose it. On real digits the
-    paintings come nearer their targets than the greedy agent's (shipped reconstruction agent)."""
-    agent = load_agent(AGENTS_DIR / "mnist-pen")
-    digits = Experiment.from_preset("mnist-pen").images("test", 6)
-    greedy = agent.paint_all(digits, greedy=True)
-    assert [e.actions for e in agent.paint_all(digits, greedy=True, refine=0)] == [e.actions for e in greedy]
-    refined = agent.paint_all(digits, greedy=True, refine=100)
-    assert np.mean([e.l2 for e in refined]) < np.mean([e.l2 for e in greedy])
-    for seed, episode in enumerate(refined[:2]):
-        assert agent.paint(digits[seed], seed=seed, greedy=True, refine=100).actions == episode.actions
-        env = PaintEnv(agent.paint_config, target_source=episode.target[None])
-        observation, _ = env.reset(seed=0, options={"target": episode.target})
-        flag = env.codec.index["flag"]
         state = agent.policy.initial_state(1)
         for action in map(np.asarray, episode.actions):
             with torch.no_grad():
                 features, state = agent.policy.features(
                     {key: torch.as_tensor(value[None, None]) for key, value in observation.items()}, state)
                 own = agent.policy.sample(features, greedy=True)[0][0, 0].numpy()
-            if own[flag] == PAINT:
-                assert env.l2_after(action) <= env.l2_after(own)
+            yield env, action, own
+            observation = env.step(action)[0]
+        assert env.l2() == episode.l2
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("choice", [{"proposals": 6}, {"refine": 100}], ids=["proposals", "refine"])
+def test_proposals_and_refining_paint_no_stroke_worse_than_the_agents_own_and_lower_the_error(choice):
+    """With proposals, each stroke is the best of the policy's own choice and its samples; with refining, the
+    policy's painting stroke is hill-climbed against the target. Replayed state by state, no painted stroke leaves
+    more error than the greedy policy's choice in that state would; a stroke refined without a limit is one no
+    neighbour improves (one more round changes nothing), and a pen-up move is painted as the policy chose it. On
+    real digits the paintings come nearer their targets than the greedy agent's (shipped reconstruction agent)."""
+    agent = load_agent(AGENTS_DIR / "mnist-pen")
+    digits = Experiment.from_preset("mnist-pen").images("test", 6)
+    greedy = agent.paint_all(digits, greedy=True)
+    assert [e.actions for e in agent.paint_all(digits, greedy=True, proposals=1, refine=0)] == \
+        [e.actions for e in greedy]
+    chosen = agent.paint_all(digits, greedy=True, **choice)
+    assert np.mean([e.l2 for e in chosen]) < np.mean([e.l2 for e in greedy])
+    for seed, digit in enumerate(digits[:2]):
+        episode = agent.paint(digit, seed=seed, greedy=True, **choice)
+        assert episode.actions == chosen[seed].actions  # painted alone as in the batch
+        np.testing.assert_array_equal(Program.from_json(episode.program.to_json()).render(), episode.canvas)
+        for env, action, own in replayed_with_the_policys_choice(agent, episode):
+            assert env.l2_after(action) <= env.l2_after(own)
+            if "refine" not in choice:
+                continue
+            if own[env.codec.index["flag"]] == PAINT:
                 climbed, _ = hill_climb(env.codec, action, env.l2_after(action), env.l2_after, 1)
                 assert np.array_equal(climbed, action)  # a local best
             else:
                 assert np.array_equal(action, own)
-            observation = env.step(action)[0]
-        assert env.l2() == episode.l2
-        env.close()
 
 
 def test_proposals_are_refused_when_they_cannot_be_counted_or_checked(exported):
