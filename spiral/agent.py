@@ -142,9 +142,9 @@ class Agent:
         ``refine`` > 0, for a conditional agent: the stroke chosen (a painting one; a pen-up move stays
         as chosen) is then hill-climbed that many rounds at most, as the search refines its best
         candidate (``spiral.search.hill_climb``: its end or control point one cell away, its size one
-        step, checked the same way). Up to 18 renders a round, so 4 rounds cost about what 40 more
-        proposals would; on photo crops, 16 proposals refined 4 rounds beat 64 proposals at 0.7x the time
-        (``benchmarks/stroke_choice.py``).
+        step, checked the same way). Up to 18 renders a round, though the climb mostly stops early: on
+        photo crops 4 rounds cost about what 30 more proposals do, and 16 proposals refined 4 rounds beat
+        64 proposals at 0.7x the time (``benchmarks/stroke_choice.py``).
         """
         temperature = self.sampling_temperature(temperature)
         check_temperature(temperature)
