@@ -344,7 +344,8 @@ def programs(args: argparse.Namespace) -> None:
     from spiral.programs import generate_programs
 
     summary = generate_programs(args.agent, args.dataset, args.out, count=args.count, split=args.split,
-                                greedy=args.greedy, seed=args.seed, workers=args.workers)
+                                greedy=args.greedy, seed=args.seed, workers=args.workers, proposals=args.proposals,
+                                refine=args.refine)
     print(summary.line())
 
 
@@ -482,6 +483,8 @@ def _add_programs_command(commands) -> None:
     programs_cmd.add_argument("--seed", type=_at_least(0), default=0, help="seeds the sampling, per image (0)")
     programs_cmd.add_argument("--workers", type=_positive(int), default=1,
                               help="paint in this many processes, one core each (1): the same programs, sooner")
+    programs_cmd.add_argument("--proposals", type=_positive(int), default=1, help=PROPOSALS_HELP)
+    programs_cmd.add_argument("--refine", type=_at_least(0), default=0, help=REFINE_HELP)
     programs_cmd.set_defaults(run=programs)
 
 

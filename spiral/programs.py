@@ -14,7 +14,9 @@ The file is JSON Lines. The first line is a header, stamped with ``PROGRAMS_FORM
      "data": {"dataset": "mnist", "color": false, "invert": false, "split": "train", "seed": 0},
      "paint": {"greedy": true, "seed": 0}}
 
-then one line per painted image, in the order they were painted::
+(``paint`` also holds ``proposals`` and ``refine`` when the agent chose each stroke among its own
+proposals, ``Agent.paint_all``'s ``proposals``/``refine``: cleaner paintings of the same images, at
+several times the cost; a file without them was painted with the agent's strokes alone), then one line per painted image, in the order they were painted::
 
     {"index": 17, "mse": 0.0612, "program": {...Program.to_dict()...}}
 
@@ -52,7 +54,7 @@ import numpy as np
 from envs import ActionCodec, InvalidActionError, PaintConfig, Program, mse
 from envs.painter import agent_view
 from envs.storage import FileFormat, indexed_records, read_json_lines, write_file
-from spiral.agent import MAX_SEED, Agent, load_agent, paint_many
+from spiral.agent import MAX_SEED, Agent, check_proposals, load_agent, paint_many
 from spiral.demonstrations import Demonstration, Demonstrations
 from spiral.experiment import DataSettings, Experiment, RewardSettings
 
@@ -163,9 +165,13 @@ def weights_digest(agent: Agent) -> str:
 
 
 def programs_header(agent: Agent, agent_folder: str | Path, dataset: str, split: str, greedy: bool,
-                    seed: int) -> dict[str, Any]:
-    """The header line of a programs file (stamped): the agent's summary and every setting that shapes a line."""
+                    seed: int, proposals: int = 1, refine: int = 0) -> dict[str, Any]:
+    """The header line of a programs file (stamped): the agent's summary and every setting that shapes a line.
+    ``proposals`` and ``refine`` are written only when they change the paintings, so files of the agent's
+    strokes alone keep the header they always had."""
     manifest = agent.manifest
+    paint = {"greedy": greedy, "seed": seed} | ({"proposals": proposals, "refine": refine}
+                                                if (proposals, refine) != (1, 0) else {})
     return PROGRAMS_FORMAT.stamp({
         "agent": {"name": manifest.name, "policy_sha256": weights_digest(agent), "network": manifest.network.to_dict(),
                   "training": None if manifest.training is None else asdict(manifest.training)},
@@ -173,7 +179,7 @@ def programs_header(agent: Agent, agent_folder: str | Path, dataset: str, split:
         "env": manifest.env.to_dict(),
         "data": {"dataset": dataset, "color": manifest.data.color, "invert": manifest.data.invert, "split": split,
                  "seed": DATA_SEED},
-        "paint": {"greedy": greedy, "seed": seed},
+        "paint": paint,
     })
 
 
@@ -216,9 +222,10 @@ def _check_header(header: dict[str, Any], path: Path) -> PaintConfig:
     if data.get("split") not in SPLITS or not isinstance(data.get("dataset"), str):
         raise ValueError(f"{path}: the header's data must name a dataset and a split ({' or '.join(SPLITS)}), "
                          f"got {json.dumps(data)[:200]}.")
-    if not isinstance(paint.get("greedy"), bool) or not _is_int(paint.get("seed"), 0):
-        raise ValueError(f"{path}: the header's paint must be greedy (true or false) and a seed >= 0, "
-                         f"got {json.dumps(paint)[:200]}.")
+    if (not isinstance(paint.get("greedy"), bool) or not _is_int(paint.get("seed"), 0)
+            or not _is_int(paint.get("proposals", 1), 1) or not _is_int(paint.get("refine", 0), 0)):
+        raise ValueError(f"{path}: the header's paint must be greedy (true or false) and a seed >= 0, with "
+                         f"proposals >= 1 and refine >= 0 where given, got {json.dumps(paint)[:200]}.")
     try:
         return PaintConfig.from_dict(header["env"])
     except (TypeError, ValueError) as error:
@@ -271,13 +278,15 @@ class Summary:
 
 def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, count: int | None = None,
                       split: str = "train", greedy: bool = True, seed: int = 0, workers: int = 1,
-                      progress: bool = True) -> Summary:
+                      progress: bool = True, proposals: int = 1, refine: int = 0) -> Summary:
     """Paint the first ``count`` images (None: all) of ``dataset``'s ``split`` with the agent in
     ``agent_folder``, appending one program a line to the JSONL file ``out``.
 
     The agent must reconstruct targets; it sees the images at its canvas size, in its colour mode
     and polarity (its manifest's ``data``). ``greedy`` takes the likeliest action at every step,
-    otherwise actions are sampled with ``image_seed(seed, index)``. Indices already in ``out`` are
+    otherwise actions are sampled with ``image_seed(seed, index)``. With ``proposals`` > 1 each stroke is the
+    best of that many the agent proposes, hill-climbed ``refine`` rounds (``Agent.paint_all``): a generator cloned
+    from such programs learns cleaner digits (docs/RESULTS.md, ``mnist-pen-gen``). Indices already in ``out`` are
     skipped (a rerun resumes); a file whose header asks for other settings is refused. Everything
     that can be refused (agent, dataset, count, split) is, before ``out`` is touched. Images are painted
     ``PAINT_BATCH`` at a time on one torch thread; ``workers`` > 1 paints batches in that many processes,
@@ -297,7 +306,8 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     if not agent.conditional:
         raise ValueError(f"{agent_folder} paints from scratch (an unconditional agent): programs of a dataset are "
                          f"painted by an agent that reconstructs targets, such as agents/mnist-l2.")
-    header = programs_header(agent, agent_folder, dataset, split, greedy, seed)
+    check_proposals(proposals, agent.conditional, refine)
+    header = programs_header(agent, agent_folder, dataset, split, greedy, seed, proposals, refine)
     targets = split_images(header["data"], agent.paint_config, count)
     count = len(targets)
     out = Path(out)
@@ -306,7 +316,7 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     start, total_mse = time.perf_counter(), sum(done.values())  # a running sum: the bar's mean costs O(1) a line
     bar = tqdm(total=count, initial=count - len(todo), desc="programs", unit="img", disable=not progress)
     with open(out, "a", encoding="utf-8") as file, bar:
-        for record in _paint_all(agent, targets, todo, greedy, seed, workers):
+        for record in _paint_all(agent, targets, todo, (greedy, proposals, refine), seed, workers):
             file.write(record.to_json() + "\n")
             file.flush()
             done[record.index] = record.mse
@@ -320,11 +330,13 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
                    float(blank_mse), elapsed)
 
 
-def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], greedy: bool, seed: int,
+def _paint_all(agent: Agent, targets: np.ndarray, todo: list[int], settings: tuple[bool, int, int], seed: int,
                workers: int) -> Iterator[PaintedProgram]:
-    """The paintings of the images ``todo``, a batch at a time as they finish (``spiral.agent.paint_many``)."""
+    """The paintings of the images ``todo``, a batch at a time as they finish (``spiral.agent.paint_many``);
+    ``settings`` are ``(greedy, proposals, refine)``."""
+    greedy, proposals, refine = settings
     for positions, episodes, _ in paint_many(agent, targets[todo], [image_seed(seed, todo[i]) for i in range(len(todo))],
-                                             greedy, workers=workers):
+                                             greedy, proposals=proposals, workers=workers, refine=refine):
         for position, episode in zip(positions, episodes):
             index = todo[position]
             yield PaintedProgram(index, float(mse(episode.canvas, targets[index])), episode.program)

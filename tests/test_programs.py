@@ -59,6 +59,25 @@ def test_every_line_replays_to_the_agents_canvas_bit_for_bit(agent, tmp_path, gr
         assert record.mse == float(mse(canvas, image)) == episode.l2
 
 
+def test_programs_painted_among_proposals_say_so_and_replay_to_the_agents_canvas(tmp_path):
+    pen = AGENTS_DIR / "mnist-pen"
+    out = tmp_path / "programs.jsonl"
+    summary = generate_programs(pen, "mnist", out, count=3, proposals=4, refine=1, progress=False)
+    programs = read_programs(out)
+    assert programs.header["paint"] == {"greedy": True, "seed": 0, "proposals": 4, "refine": 1}
+    agent = load_agent(pen)
+    alone = [agent.paint(image, seed=image_seed(0, index), greedy=True).l2 for index, image in enumerate(programs.images())]
+    for record, image in zip(programs.records, programs.images()):
+        episode = agent.paint(image, seed=image_seed(0, record.index), greedy=True, proposals=4, refine=1)
+        assert np.array_equal(programs.canvas(record), episode.canvas) and record.mse == episode.l2
+    assert summary.mean_mse < np.mean(alone)  # what the proposals are for: nearer the digits than the agent alone
+    with pytest.raises(ValueError, match=r"other settings \(paint: .*\"proposals\": 4"):
+        generate_programs(pen, "mnist", out, count=3, progress=False)
+    with pytest.raises(ValueError, match="proposals must be a whole number of strokes, 1 or more, got 0"):
+        generate_programs(pen, "mnist", tmp_path / "none.jsonl", count=1, proposals=0, progress=False)
+    assert not (tmp_path / "none.jsonl").exists()
+
+
 def test_at_a_render_scale_the_canvas_is_the_agents_view_of_the_rendering(tmp_path):
     config = PaintConfig(canvas_size=16, render_scale=2, grid_size=4, episode_length=3, background=(0, 0, 0),
                          fixed_color=(255, 255, 255), use_color=False)
