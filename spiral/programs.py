@@ -15,8 +15,8 @@ The file is JSON Lines. The first line is a header, stamped with ``PROGRAMS_FORM
      "paint": {"greedy": true, "seed": 0}}
 
 (``paint`` also holds ``proposals`` and ``refine`` when the agent chose each stroke among its own
-proposals, ``Agent.paint_all``'s ``proposals``/``refine``: cleaner paintings of the same images, at
-several times the cost; a file without them was painted with the agent's strokes alone), then one line per painted image, in the order they were painted::
+proposals, ``Agent.paint_all``'s: nearer paintings at several times the cost; a file without them
+was painted with the agent's strokes alone), then one line per painted image, in painting order::
 
     {"index": 17, "mse": 0.0612, "program": {...Program.to_dict()...}}
 
@@ -285,9 +285,9 @@ def generate_programs(agent_folder: str | Path, dataset: str, out: str | Path, c
     The agent must reconstruct targets; it sees the images at its canvas size, in its colour mode
     and polarity (its manifest's ``data``). ``greedy`` takes the likeliest action at every step,
     otherwise actions are sampled with ``image_seed(seed, index)``. With ``proposals`` > 1 each stroke is the
-    best of that many the agent proposes, hill-climbed ``refine`` rounds (``Agent.paint_all``): a generator cloned
-    from such programs learns cleaner digits (docs/RESULTS.md, ``mnist-pen-gen``). Indices already in ``out`` are
-    skipped (a rerun resumes); a file whose header asks for other settings is refused. Everything
+    best of that many the agent proposes, hill-climbed ``refine`` rounds (``Agent.paint_all``): nearer the images,
+    though a generator cloned from them was less confident (docs/RESULTS.md, ``mnist-pen-gen``). Indices already
+    in ``out`` are skipped (a rerun resumes); a file whose header asks for other settings is refused. Everything
     that can be refused (agent, dataset, count, split) is, before ``out`` is touched. Images are painted
     ``PAINT_BATCH`` at a time on one torch thread; ``workers`` > 1 paints batches in that many processes,
     and the lines are the same, in the order the batches finish.

@@ -66,8 +66,9 @@ def test_programs_painted_among_proposals_say_so_and_replay_to_the_agents_canvas
     programs = read_programs(out)
     assert programs.header["paint"] == {"greedy": True, "seed": 0, "proposals": 4, "refine": 1}
     agent = load_agent(pen)
-    alone = [agent.paint(image, seed=image_seed(0, index), greedy=True).l2 for index, image in enumerate(programs.images())]
-    for record, image in zip(programs.records, programs.images()):
+    images = programs.images()
+    alone = [agent.paint(image, seed=image_seed(0, index), greedy=True).l2 for index, image in enumerate(images)]
+    for record, image in zip(programs.records, images):
         episode = agent.paint(image, seed=image_seed(0, record.index), greedy=True, proposals=4, refine=1)
         assert np.array_equal(programs.canvas(record), episode.canvas) and record.mse == episode.l2
     assert summary.mean_mse < np.mean(alone)  # what the proposals are for: nearer the digits than the agent alone
