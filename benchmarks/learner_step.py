@@ -23,7 +23,8 @@ precision. Last, one ``spiral pretrain`` step of the preset's network (behaviour
 NLL of ``PretrainSettings.batch`` episodes) in float32 and bfloat16. ``--profile`` prints the torch
 profiler's most expensive operations of one learner update instead.
 
-    python benchmarks/learner_step.py [--preset mnist-pen] [--repeats 5] [--threads N] [--profile]
+    python benchmarks/learner_step.py [--preset mnist-pen] [--repeats 5] [--threads N] [--devices cpu cuda]
+                                      [--baseline COMMIT_OR_FILE] [--profile]
 """
 
 from __future__ import annotations
@@ -98,17 +99,25 @@ def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optim
         optimizer.step()
 
 
-def policy_module_at(commit: str) -> types.ModuleType:
-    """``spiral/policy.py`` as it was at ``commit``, read from this checkout's git history."""
-    try:
-        source = subprocess.run(["git", "show", f"{commit}:spiral/policy.py"], cwd=REPO, check=True,
-                                capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", "") or error
-        sys.exit(f"learner_step.py: cannot read spiral/policy.py at {commit} from git ({str(detail).strip()}); "
-                 "the baseline needs a git clone with its history (not a shallow one).")
-    module = types.ModuleType(f"policy_at_{commit}")
-    module.__file__ = f"{commit}:spiral/policy.py"
+def policy_module_at(baseline: str) -> types.ModuleType:
+    """``spiral/policy.py`` as it was at ``baseline``: a commit of this checkout's git history, or a
+    file holding that version (for a copy of the tree without its history, such as a GPU machine's)."""
+    origin = baseline
+    if Path(baseline).is_file():
+        source = Path(baseline).read_text()
+    else:
+        origin = f"{baseline}:spiral/policy.py"
+        try:
+            source = subprocess.run(["git", "show", f"{baseline}:spiral/policy.py"], cwd=REPO, check=True,
+                                    capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as error:
+            detail = getattr(error, "stderr", "") or error
+            sys.exit(f"learner_step.py: cannot read spiral/policy.py at {baseline} from git ({str(detail).strip()}); "
+                     "the baseline needs a git clone with its history (not a shallow one), or --baseline naming "
+                     f"a file that holds it (git show {BASELINE}:spiral/policy.py > FILE).")
+    name = "".join(character if character.isalnum() else "_" for character in Path(baseline).name)
+    module = types.ModuleType(f"policy_at_{name}")
+    module.__file__ = origin
     sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, module.__file__, "exec"), module.__dict__)
     return module
@@ -183,11 +192,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="mnist-pen")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--baseline", default=BASELINE, help="the git commit whose policy.py is 'before'")
+    parser.add_argument("--baseline", default=BASELINE, help="the git commit whose policy.py is 'before', or a file holding that policy.py")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's table and stop")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="the precision --profile runs in")
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's, one per core)")
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"),
+                        help="where to time the updates (default: the CPU, and the GPU where torch sees one); "
+                             "the GPU's lines give their ratio to the CPU's only when both run")
     parser.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.batch_episodes=64")
     args = parser.parse_args()
     experiment = Experiment.from_preset(args.preset, args.overrides)
@@ -197,12 +209,15 @@ def main() -> None:
         print_profile(experiment, args.precision)
         return
     before = policy_module_at(args.baseline)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(name) for name in args.devices or ["cpu"] + ["cuda"] * torch.cuda.is_available()]
+    if any(device.type == "cuda" for device in devices) and not torch.cuda.is_available():
+        parser.error("--devices cuda: torch sees no GPU here")
     paint = experiment.paint_config()
     frames = experiment.training.batch_episodes * (paint.episode_length + 1)
     print(f"learner update of preset {args.preset}: {experiment.training.batch_episodes} episodes x "
           f"{paint.episode_length + 1} rows, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else ", no GPU") + f"; before = {args.baseline}")
+          + (f", {torch.cuda.get_device_name()}" if torch.device("cuda") in devices else ", no GPU")
+          + f"; before = {args.baseline}")
     for name, network in ((args.preset, experiment.network_config()), ("spiral-size", NetworkConfig.spiral())):
         for reward, discriminator in (("D reward", True), ("L2 reward", False)):
             cpu_rates: dict[str, float] = {}
@@ -218,9 +233,10 @@ def main() -> None:
                 print(f"{name:12s} {reward:9s} {device.type}: frames/s {figures}   {ratios}", flush=True)
                 if device.type == "cpu":
                     cpu_rates = rates
-                else:
+                elif cpu_rates:
                     print_gpu_ratios(rates, cpu_rates)
     episodes, rows = PretrainSettings().batch, paint.episode_length
+    cpu_rates = {}
     for device in devices:  # behaviour cloning: the same network, teacher-forced, no value or discriminator
         steps = {precision: pretraining_update(experiment, device, precision) for precision in PRECISIONS
                  if precision == "float32" or bfloat16_supported(device)}
@@ -231,7 +247,7 @@ def main() -> None:
               f"({episodes} episodes x {rows} rows)", flush=True)
         if device.type == "cpu":
             cpu_rates = rates
-        else:
+        elif cpu_rates:
             print_gpu_ratios(rates, cpu_rates)
 
 
