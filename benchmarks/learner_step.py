@@ -102,9 +102,8 @@ def update(policy: PolicyNetwork, disc: Discriminator | None, data: Batch, optim
 def policy_module_at(baseline: str) -> types.ModuleType:
     """``spiral/policy.py`` as it was at ``baseline``: a commit of this checkout's git history, or a
     file holding that version (for a copy of the tree without its history, such as a GPU machine's)."""
-    origin = baseline
     if Path(baseline).is_file():
-        source = Path(baseline).read_text()
+        origin, source = baseline, Path(baseline).read_text()
     else:
         origin = f"{baseline}:spiral/policy.py"
         try:
@@ -192,7 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="mnist-pen")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--baseline", default=BASELINE, help="the git commit whose policy.py is 'before', or a file holding that policy.py")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="the git commit whose policy.py is 'before', or a file holding that policy.py")
     parser.add_argument("--profile", action="store_true", help="print the torch profiler's table and stop")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="the precision --profile runs in")
