@@ -159,6 +159,11 @@ def evaluate(args: argparse.Namespace) -> None:
 
     agent = load_agent(args.agent)
     check_proposals(args.proposals, agent.conditional, args.refine)
+    if args.seed_set is not None and (agent.conditional or not args.validation):
+        raise ValueError("--seed-set chooses among the validation seeds of an unconditional agent: it needs "
+                         "--validation and an agent that paints from noise"
+                         + (f" ({args.agent} paints given images; its validation images are fixed)"
+                            if agent.conditional else ""))
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
@@ -242,7 +247,7 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     # or settings made on it leaves the test split to the final figure.
     split, real = (("training", images.train[-GENERATOR_VALIDATION_IMAGES:]) if args.validation
                    else ("test", images.test))
-    first_seed = args.samples if args.validation else 0
+    first_seed = args.samples * (args.seed_set or 1) if args.validation else 0
     temperature = agent.sampling_temperature(args.temperature)
     report = judge_samples(agent, judge.classifier, real, args.samples, temperature=temperature,
                            first_seed=first_seed, split=split)
@@ -576,6 +581,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "conditional agent paints the last 100 training images (which spiral train keeps "
                                "out of training); an unconditional one's samples of other seeds (SAMPLES on) are "
                                "judged against the last 10,000 training images")
+    eval_cmd.add_argument("--seed-set", type=_positive(int), metavar="N",
+                          help="unconditional agents, with --validation: judge the Nth set of SAMPLES seeds "
+                               "(seeds N×SAMPLES on; default 1), e.g. 2 to confirm on other samples a choice "
+                               "made on the first set (set 0 would be the test's own seeds)")
     eval_cmd.set_defaults(run=evaluate)
 
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")

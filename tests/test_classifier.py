@@ -195,6 +195,17 @@ def test_spiral_eval_validates_on_other_seeds_against_training_digits(generator_
     assert first_seeds.generated.frechet_distance != report.generated.frechet_distance
 
 
+def test_spiral_eval_validates_on_a_second_seed_set_and_refuses_it_where_it_means_nothing(generator_agent, shipped,
+                                                                                           capsys):
+    main(["eval", "--agent", str(generator_agent), "--samples", "4", "--validation", "--seed-set", "2"])
+    assert "4 samples (seeds 8 to 11) against 10000 training images of mnist" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--seed-set .* needs --validation"):
+        main(["eval", "--agent", str(generator_agent), "--samples", "4", "--seed-set", "2"])
+    with pytest.raises(SystemExit):  # set 0 would be the test's seeds
+        main(["eval", "--agent", str(generator_agent), "--samples", "4", "--validation", "--seed-set", "0"])
+    assert "--seed-set: must be > 0" in capsys.readouterr().err
+
+
 def test_spiral_eval_samples_at_the_agents_own_temperature_and_says_so(generator_agent, shipped, capsys):
     set_temperature(generator_agent, 0.7)
     main(["eval", "--agent", str(generator_agent), "--samples", "4"])
