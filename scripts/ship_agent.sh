@@ -2,7 +2,9 @@
 # Ship a run's agent with the project: agents/NAME gets one of its exports (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
 # TensorBoard logs (so `spiral curves agents/NAME` redraws its curves).
-# Usage: scripts/ship_agent.sh RUN NAME [agent|best] [--float16] [--temperature T]   (default: best where the run has one)
+# Usage: scripts/ship_agent.sh RUN NAME [EXPORT] [--float16] [--temperature T]
+# EXPORT is the run's agent folder to ship: best (the default where the run has one), agent, or another one
+# written into the run, e.g. by `spiral average ... --out RUN/average`.
 # --float16 stores the policy's weights in float16, half the bytes (spiral.agent.store_in_float16): for a large
 # network; measure the shipped folder afterwards, since it is the rounded weights.
 # --temperature T: the agent's samples are drawn at T unless a caller names another (spiral.agent.set_temperature);
@@ -28,7 +30,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # training: the test split plays no part in the choice); agents that paint from scratch have only
 # agent/. Runs made before the validation split chose best/ on test images: ship their agent/.
 export=${3:-best}
-[[ "$export" == agent || "$export" == best ]] || { echo "the export to ship is agent or best, got $export" >&2; exit 1; }
+[[ "$export" =~ ^[A-Za-z0-9._-]+$ && "$export" != .* ]] || { echo "the export to ship is a folder of the run (agent, best, ...), got $export" >&2; exit 1; }
 [[ -e "$run/$export/agent.json" || $# -ge 3 ]] || export=agent
 for needed in $export/agent.json experiment.json tb; do
   [[ -e "$run/$needed" ]] || { echo "$run has no $needed: is it a spiral run folder?" >&2; exit 1; }

@@ -7,7 +7,8 @@ An exported agent is a folder of plain files that anyone can inspect:
 - ``policy.pt`` and ``discriminator.pt``: ``state_dict``s saved with ``torch.save``, loaded with
   ``torch.load(weights_only=True)``: a file that is not plain tensors is refused, never unpickled.
 
-``write_agent`` writes such a folder atomically (``envs.storage``); ``load_agent`` reads one back.
+``write_agent`` writes such a folder atomically (``envs.storage``); ``load_agent`` reads one back;
+``write_average`` writes the mean of several agents' weights as one.
 """
 
 from __future__ import annotations
@@ -327,6 +328,45 @@ def set_temperature(folder: str | Path, temperature: float) -> None:
     path = Path(folder) / "agent.json"
     manifest = dataclasses.replace(AgentManifest.read(path), temperature=temperature)  # checked in __post_init__
     write_file(path, lambda staging: staging.write_text(json.dumps(manifest.to_dict(), indent=2)))
+
+
+def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Sequence[float] | None = None) -> Path:
+    """Write the agent whose policy weights are the weighted mean of the ``sources``' (``spiral average``).
+
+    Why: a policy fine-tuned from another often paints better at a point between the two than at
+    either end (WiSE-FT, Wortsman et al. 2022; "model soups"): the digit generator cloned further on
+    a better agent's programs grew more confident and further from the real digits, and the halfway
+    point beat the shipped clone on both. A mean of unrelated networks means nothing, so the sources
+    must share actions, network and data; the result takes the first one's ``agent.json`` (name,
+    temperature, training counters) and discriminator. ``weights`` are relative (default equal),
+    normalised to sum to 1; float16-stored weights are averaged in float32, tensors equal in every
+    source are kept exactly.
+    """
+    if len(sources) < 2:
+        raise ValueError(f"Averaging needs two agents or more, got {len(sources)}.")
+    weights = [1.0] * len(sources) if weights is None else list(weights)
+    if len(weights) != len(sources):
+        raise ValueError(f"{len(weights)} weights for {len(sources)} agents: give one weight per agent.")
+    if not all(weight > 0 and np.isfinite(weight) for weight in weights):
+        raise ValueError(f"The weights must be > 0 and finite, got {weights}.")
+    agents = [load_agent(source) for source in sources]
+    first = agents[0].manifest
+    for source, agent in zip(sources[1:], agents[1:]):
+        differing = [name for name in ("env", "network", "conditional", "data")
+                     if getattr(agent.manifest, name) != getattr(first, name)]
+        if differing:
+            raise ValueError(f"{source} differs from {sources[0]} in {', '.join(differing)}: only agents with the "
+                             f"same actions, network and data average into one (one trained on from the other).")
+    states = [agent.policy.state_dict() for agent in agents]
+    for key, value in states[0].items():
+        if not value.is_floating_point() and not all(torch.equal(value, state[key]) for state in states[1:]):
+            raise ValueError(f"{key!r} is a {value.dtype} tensor that differs between the agents: it has no mean.")
+    shares = [weight / sum(weights) for weight in weights]
+    averaged = {key: value if all(torch.equal(value, state[key]) for state in states[1:])
+                else sum(share * state[key] for share, state in zip(shares, states))
+                for key, value in states[0].items()}
+    discriminator = load_weights(Path(sources[0]) / "discriminator.pt")
+    return write_agent(folder, averaged, discriminator, first)
 
 
 def load_agent(path: str | Path) -> Agent:

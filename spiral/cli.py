@@ -259,6 +259,18 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     print(report.markdown())
 
 
+def average(args: argparse.Namespace) -> None:
+    """Write the agent whose weights are the weighted mean of several agents' (spiral.agent.write_average)."""
+    from spiral.agent import write_average
+
+    out = Path(args.out)
+    if out.exists() and not (out / "agent.json").is_file() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not an agent folder: --out replaces the folder it names, so name a "
+                         f"new one or an agent folder to replace.")
+    shown = "equal weights" if args.weights is None else "weights " + ", ".join(f"{w:g}" for w in args.weights)
+    print(f"agent: {write_average(out, args.agents, args.weights)}  (the mean of {len(args.agents)} agents, {shown})")
+
+
 def train_judge(args: argparse.Namespace) -> None:
     """Train the classifier that judges unconditional agents of a dataset, and save it."""
     from spiral.classifier import DEFAULT_DIR, save_classifier, train_classifier
@@ -586,6 +598,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "(seeds N×SAMPLES on; default 1), e.g. 2 to confirm on other samples a choice "
                                "made on the first set (set 0 would be the test's own seeds)")
     eval_cmd.set_defaults(run=evaluate)
+
+    average_cmd = commands.add_parser("average", help="average the weights of agents of the same network, one "
+                                                      "trained on from the other (WiSE-FT)")
+    average_cmd.add_argument("agents", nargs="+", metavar="AGENT",
+                             help="agent folders with the same actions, network and data; the first one's agent.json "
+                                  "(name, temperature) and discriminator go with the result")
+    average_cmd.add_argument("--weights", type=_positive(float), nargs="+", metavar="W",
+                             help="one relative weight per agent (default: equal), normalised to sum to 1")
+    average_cmd.add_argument("--out", required=True, help="the agent folder to write (replaced if it is one)")
+    average_cmd.set_defaults(run=average)
 
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")
     classifier_cmd.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")

@@ -14,7 +14,7 @@ from PIL import Image
 import spiral.agent
 from envs import PaintConfig, PaintEnv, Program
 from envs.actions import PAINT
-from spiral.agent import load_agent, set_temperature, store_in_float16, untrained_agent, write_agent
+from spiral.agent import load_agent, set_temperature, store_in_float16, untrained_agent, write_agent, write_average
 from spiral.experiment import DataSettings, Experiment
 from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
@@ -164,6 +164,46 @@ def test_an_agent_stored_in_float16_loads_as_float32_with_the_rounded_weights(ex
     with pytest.raises(ValueError, match="beyond float16's range: keep it in float32"):
         store_in_float16(exported)
     assert torch.equal(load_agent(exported).policy.state_dict()["stem.weight"], state["stem.weight"])  # untouched
+
+
+def test_spiral_average_writes_the_weighted_mean_of_agents_that_share_a_network(exported, tmp_path, capsys):
+    from spiral.cli import main
+
+    other = untrained_agent(CONFIG, conditional=True, network=TINY, seed=9)
+    other_folder = write_agent(tmp_path / "other", other.policy.state_dict(), {}, other.manifest)
+    set_temperature(exported, 0.8)
+    main(["average", str(exported), str(other_folder), "--weights", "1", "3", "--out", str(tmp_path / "mean")])
+    assert "the mean of 2 agents, weights 1, 3" in capsys.readouterr().out
+    first, second = load_agent(exported).policy.state_dict(), other.policy.state_dict()
+    mean = load_agent(tmp_path / "mean")
+    for key, value in mean.policy.state_dict().items():
+        assert torch.allclose(value, 0.25 * first[key] + 0.75 * second[key], atol=1e-7), key
+    assert not torch.equal(mean.policy.state_dict()["stem.weight"], first["stem.weight"])
+    assert mean.manifest == load_agent(exported).manifest and mean.temperature == 0.8  # the first one's agent.json
+    assert write_average(tmp_path / "same", [exported, exported]).is_dir()  # equal tensors are kept exactly
+    assert all(torch.equal(value, first[key]) for key, value in load_agent(tmp_path / "same").policy.state_dict().items())
+    target = np.zeros((32, 32, 3), np.uint8)
+    target[8:24, 12:20] = 255
+    assert mean.paint(target, seed=0, greedy=True).canvas.shape == (32, 32, 3)
+
+
+def test_spiral_average_refuses_agents_that_do_not_average_and_a_folder_it_would_wipe(exported, tmp_path):
+    from spiral.cli import main
+
+    wider = untrained_agent(CONFIG, conditional=True, network=NetworkConfig(**{**TINY.to_dict(), "hidden": 48}))
+    wider_folder = write_agent(tmp_path / "wider", wider.policy.state_dict(), {}, wider.manifest)
+    with pytest.raises(SystemExit, match="wider differs from .* in network: only agents with the same actions"):
+        main(["average", str(exported), str(wider_folder), "--out", str(tmp_path / "mean")])
+    with pytest.raises(SystemExit, match="Averaging needs two agents or more, got 1"):
+        main(["average", str(exported), "--out", str(tmp_path / "mean")])
+    with pytest.raises(SystemExit, match="1 weights for 2 agents"):
+        main(["average", str(exported), str(exported), "--weights", "1", "--out", str(tmp_path / "mean")])
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="notes exists and is not an agent folder"):
+        main(["average", str(exported), str(exported), "--out", str(keep)])
+    assert (keep / "mine.txt").read_text() == "keep me" and not (tmp_path / "mean").exists()
 
 
 @pytest.mark.parametrize(
