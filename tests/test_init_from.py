@@ -116,9 +116,9 @@ def module_and_plain_outputs(module, folder: str, batch: dict) -> dict[str, np.n
     with torch.no_grad():
         inference = module.forward_inference(dict(batch))
         features, (h, c) = policy.features(obs, (state["h"], state["c"]))
-        actions, _, logits = policy.sample(features, greedy=True)
+        actions, logp, _ = policy.sample(features, greedy=True)
         outputs = {
-            "module_logits": inference[Columns.ACTION_DIST_INPUTS].numpy(), "plain_logits": logits.numpy(),
+            "module_logp": inference[Columns.ACTION_LOGP].numpy(), "plain_logp": logp.numpy(),
             "module_actions": inference[Columns.ACTIONS].numpy(), "plain_actions": actions.numpy(),
             "module_h": inference[Columns.STATE_OUT]["h"].numpy(), "plain_h": h.numpy(),
             "module_values": module.compute_values(dict(batch)).numpy(), "plain_values": policy.value(features).numpy(),

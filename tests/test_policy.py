@@ -211,8 +211,10 @@ def test_the_rllib_module_trains_on_the_log_probs_it_sampled_with(conditional_en
     state = {key: torch.as_tensor(np.stack([value] * 2)) for key, value in module.get_initial_state().items()}
     sampled = module.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: state})
     # Acting records no autograd graph (the env runners' steps are never differentiated); training does.
-    assert not any(tensor.requires_grad for tensor in (sampled[Columns.ACTION_LOGP], sampled[Columns.ACTION_DIST_INPUTS],
-                                                       *sampled[Columns.STATE_OUT].values()))
+    assert not any(tensor.requires_grad for tensor in (sampled[Columns.ACTION_LOGP], *sampled[Columns.STATE_OUT].values()))
+    # Nor does it return the logits: the runner would store them in every step and ship them to the learner,
+    # which recomputes them below.
+    assert sorted(sampled) == sorted([Columns.ACTIONS, Columns.ACTION_LOGP, Columns.STATE_OUT])
     trained = module.forward_train({Columns.OBS: obs, Columns.STATE_IN: state, Columns.ACTIONS: sampled[Columns.ACTIONS]})
     assert trained[Columns.ACTION_DIST_INPUTS].requires_grad
     distribution = module.get_train_action_dist_cls().from_logits(trained[Columns.ACTION_DIST_INPUTS])

@@ -26,8 +26,8 @@ DISCRIMINATOR_ID = "discriminator"
 class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     """``PolicyNetwork`` behind RLlib's module API.
 
-    Exploration samples the autoregressive action itself and returns actions, log-probs and the
-    logits behind them, so RLlib does not sample. Training recomputes those logits with teacher
+    Exploration samples the autoregressive action itself and returns actions and their log-probs,
+    so RLlib does not sample. Training recomputes those logits with teacher
     forcing on the stored actions: RLlib's ``TorchMultiCategorical`` over them then gives the
     exact autoregressive log-probability and per-head entropies.
 
@@ -65,16 +65,14 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     def _act(self, batch: dict[str, Any], greedy: bool) -> dict[str, Any]:
         # Without gradients, as RLlib's own ``_forward_exploration`` runs (which these overrides replace):
         # the env runners' steps are data for the learner, never differentiated, so recording the
-        # autograd graph of every acting pass was wasted work.
+        # autograd graph of every acting pass was wasted work. Actions and their log-probabilities, not
+        # the logits behind them: whatever a module returns, the runner stores in every step of its
+        # episodes and ships to the learner, which recomputes the logits by teacher forcing anyway
+        # (V-trace needs only the behaviour log-probabilities).
         with torch.no_grad():
             features, state_out = self._features(batch)
-            actions, logp, logits = self.net.sample(features, greedy=greedy)
-        return {
-            Columns.ACTIONS: actions,
-            Columns.ACTION_LOGP: logp,
-            Columns.ACTION_DIST_INPUTS: logits,
-            Columns.STATE_OUT: state_out,
-        }
+            actions, logp, _ = self.net.sample(features, greedy=greedy)
+        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp, Columns.STATE_OUT: state_out}
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._act(batch, greedy=True)
