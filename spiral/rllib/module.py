@@ -27,9 +27,9 @@ class SpiralPolicyModule(TorchRLModule, ValueFunctionAPI, TargetNetworkAPI):
     """``PolicyNetwork`` behind RLlib's module API.
 
     Exploration samples the autoregressive action itself and returns actions and their log-probs,
-    so RLlib does not sample. Training recomputes those logits with teacher
-    forcing on the stored actions: RLlib's ``TorchMultiCategorical`` over them then gives the
-    exact autoregressive log-probability and per-head entropies.
+    so RLlib does not sample. Training computes the logits by teacher forcing on the stored
+    actions: RLlib's ``TorchMultiCategorical`` over them then gives the exact autoregressive
+    log-probability (the one sampled with) and per-head entropies.
 
     ``model_config`` keys: ``action_names``, ``action_nvec``, ``grid_size``, ``conditional``,
     ``network`` (a ``NetworkConfig`` as a dict) and ``precision`` (the learner's, ``training.precision``;
