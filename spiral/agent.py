@@ -358,13 +358,15 @@ def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Se
             raise ValueError(f"{source} differs from {sources[0]} in {', '.join(differing)}: only agents with the "
                              f"same actions, network and data average into one (one trained on from the other).")
     states = [agent.policy.state_dict() for agent in agents]
-    for key, value in states[0].items():
-        if not value.is_floating_point() and not all(torch.equal(value, state[key]) for state in states[1:]):
-            raise ValueError(f"{key!r} is a {value.dtype} tensor that differs between the agents: it has no mean.")
     shares = [weight / sum(weights) for weight in weights]
-    averaged = {key: value if all(torch.equal(value, state[key]) for state in states[1:])
-                else sum(share * state[key] for share, state in zip(shares, states))
-                for key, value in states[0].items()}
+    averaged = {}
+    for key, value in states[0].items():
+        if all(torch.equal(value, state[key]) for state in states[1:]):
+            averaged[key] = value
+        elif value.is_floating_point():
+            averaged[key] = sum(share * state[key] for share, state in zip(shares, states))
+        else:
+            raise ValueError(f"{key!r} is a {value.dtype} tensor that differs between the agents: it has no mean.")
     discriminator = load_weights(Path(sources[0]) / "discriminator.pt")
     return write_agent(folder, averaged, discriminator, first)
 

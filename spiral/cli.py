@@ -264,7 +264,7 @@ def average(args: argparse.Namespace) -> None:
     from spiral.agent import write_average
 
     out = Path(args.out)
-    if out.exists() and not (out / "agent.json").is_file() and any(out.iterdir()):
+    if out.is_file() or (out.is_dir() and not (out / "agent.json").is_file() and any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an agent folder: --out replaces the folder it names, so name a "
                          f"new one or an agent folder to replace.")
     shown = "equal weights" if args.weights is None else "weights " + ", ".join(f"{w:g}" for w in args.weights)

@@ -203,6 +203,8 @@ def test_spiral_average_refuses_agents_that_do_not_average_and_a_folder_it_would
     (keep / "mine.txt").write_text("keep me")
     with pytest.raises(SystemExit, match="notes exists and is not an agent folder"):
         main(["average", str(exported), str(exported), "--out", str(keep)])
+    with pytest.raises(SystemExit, match="mine.txt exists and is not an agent folder"):
+        main(["average", str(exported), str(exported), "--out", str(keep / "mine.txt")])
     assert (keep / "mine.txt").read_text() == "keep me" and not (tmp_path / "mean").exists()
 
 
