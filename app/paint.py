@@ -16,7 +16,7 @@ from PIL import Image
 from app.agents import AUTOMATIC, available_agents, describe, open_agent, short_name, without_server_paths
 from app.pictures import DISPLAY, data_url, enlarge, filmstrip, png_bytes, replay_gif, with_stroke
 from envs import Program, available_brushes, mse
-from spiral.agent import Episode
+from spiral.agent import Episode, temperature_label
 from spiral.datasets import load_dataset
 from spiral.images import MAX_PIXELS, open_image
 from spiral.shipped import default_agent
@@ -214,11 +214,14 @@ def paint_page(source: str) -> None:
     if "temperature" not in st.session_state or st.session_state.get("temperature_of") != source:
         # Another agent (or the slider hidden by greedy): start from this agent's own, not from the last value.
         st.session_state["temperature"], st.session_state["temperature_of"] = own, source
+    first = None if source == AUTOMATIC else cached_agent(source).manifest.first_stroke_temperature
     temperature = 1.0 if greedy else st.sidebar.slider(
         "Temperature", 0.5, 1.5, step=0.05, key="temperature",
         help=f"1 samples the strokes as the agent learned them; lower is likelier and less varied, higher wilder. "
-             f"This agent's own: {own:g}.")
-    sampled = "" if temperature == 1 else f", temperature {temperature:g}"
+             f"This agent's own: {own:g}." + ("" if first is None else f" Its first stroke, which chooses much of "
+                                                                       f"what it paints, stays at {first:g}."))
+    label = "" if greedy else temperature_label((temperature if first is None else first, temperature))
+    sampled = f", {label}" if label else ""
     if source == AUTOMATIC or cached_agent(source).conditional:
         proposals = st.sidebar.slider(
             "Proposals per step", 1, MAX_PROPOSALS, 1, key="proposals",

@@ -2,27 +2,32 @@
 # Ship a run's agent with the project: agents/NAME gets one of its exports (agent.json and
 # plain state_dicts), the exact experiment.json it was trained with, and the scalars of the run's
 # TensorBoard logs (so `spiral curves agents/NAME` redraws its curves).
-# Usage: scripts/ship_agent.sh RUN NAME [EXPORT] [--float16] [--temperature T]
+# Usage: scripts/ship_agent.sh RUN NAME [EXPORT] [--float16] [--temperature T [--first-stroke-temperature F]]
 # EXPORT is the run's agent folder to ship: best (the default where the run has one), agent, or another one
 # written into the run, e.g. by `spiral average ... --out RUN/average`.
 # --float16 stores the policy's weights in float16, half the bytes (spiral.agent.store_in_float16): for a large
 # network; measure the shipped folder afterwards, since it is the rounded weights.
 # --temperature T: the agent's samples are drawn at T unless a caller names another (spiral.agent.set_temperature);
 # choose it with `spiral eval --validation --temperature`, never on the test split.
+# --first-stroke-temperature F: the first stroke at F instead (a generator's first stroke chooses what it paints);
+# with --temperature, chosen the same way (`spiral eval --validation --first-stroke-temperature`).
 set -euo pipefail
 half=false
 temperature=""
+first_stroke=""
 positional=()
 while (($#)); do
   case "$1" in
     --float16) half=true ;;
     --temperature) temperature=${2:?--temperature needs a value}; shift ;;
-    --*) echo "unknown option $1 (the options: --float16, --temperature T)" >&2; exit 1 ;;
+    --first-stroke-temperature) first_stroke=${2:?--first-stroke-temperature needs a value}; shift ;;
+    --*) echo "unknown option $1 (the options: --float16, --temperature T, --first-stroke-temperature F)" >&2; exit 1 ;;
     *) positional+=("$1") ;;
   esac
   shift
 done
 set -- "${positional[@]}"
+[[ -z "$first_stroke" || -n "$temperature" ]] || { echo "--first-stroke-temperature goes with --temperature" >&2; exit 1; }
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,8 +49,10 @@ if $half; then
     "$staging"
 fi
 if [[ -n "$temperature" ]]; then
-  "$root/.venv/bin/python" -c 'import sys; from spiral.agent import set_temperature; set_temperature(sys.argv[1], float(sys.argv[2]))' \
-    "$staging" "$temperature" || { rm -rf "$staging"; echo "--temperature is a number > 0, got $temperature" >&2; exit 1; }
+  "$root/.venv/bin/python" -c 'import sys; from spiral.agent import set_temperature
+set_temperature(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) if sys.argv[3] else None)' \
+    "$staging" "$temperature" "$first_stroke" || {
+    rm -rf "$staging"; echo "--temperature and --first-stroke-temperature are numbers > 0, got $temperature ${first_stroke:-}" >&2; exit 1; }
 fi
 "$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
   "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size

@@ -78,9 +78,19 @@ class Agent:
         """The temperature its sampled paintings are drawn at unless a caller names another (agent.json's)."""
         return self.manifest.temperature
 
-    def sampling_temperature(self, requested: float | None) -> float:
-        """The temperature a painting is sampled at: ``requested``, or the agent's own where it is None."""
-        return self.temperature if requested is None else requested
+    def sampling_temperatures(self, temperature: float | None = None, first_stroke_temperature: float | None = None
+                              ) -> tuple[float, float]:
+        """The temperatures a painting is sampled at, (first stroke, later strokes): those requested, or where None
+        the agent's own (agent.json's). The first stroke's own is the later strokes' unless agent.json names one
+        (``AgentManifest.first_stroke_temperature``), so a caller who names only ``temperature`` keeps a
+        generator's first stroke, which chooses what it paints, as it shipped."""
+        later = self.temperature if temperature is None else temperature
+        own_first = self.manifest.first_stroke_temperature
+        first = first_stroke_temperature if first_stroke_temperature is not None else (
+            later if own_first is None else own_first)
+        check_temperature(first)
+        check_temperature(later)
+        return first, later
 
     def prepare_target(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """Any image as the agent sees targets: canvas-sized uint8 RGB, greyscale if it was trained so.
@@ -101,13 +111,14 @@ class Agent:
         return array if color else np.repeat(array[..., None], 3, axis=-1)
 
     def paint(self, target: np.ndarray | Image.Image | None = None, seed: int | None = None,
-              greedy: bool = False, temperature: float | None = None, proposals: int = 1, refine: int = 0
-              ) -> Episode:
+              greedy: bool = False, temperature: float | None = None, proposals: int = 1, refine: int = 0,
+              first_stroke_temperature: float | None = None) -> Episode:
         """Paint one episode; conditional agents need a ``target`` (any size: it is resized).
 
         ``greedy`` takes each head's likeliest choice; otherwise the strokes are sampled at
         ``temperature`` (below 1: likelier, less varied strokes; ``PolicyNetwork.sample``), by default
-        the agent's own (``self.temperature``). Without a ``seed``, a fresh one is drawn.
+        the agent's own (``self.temperature``), the first stroke at ``first_stroke_temperature``
+        (``sampling_temperatures``). Without a ``seed``, a fresh one is drawn.
         ``proposals`` > 1 (conditional agents): each step paints the best of that many strokes the
         policy proposes, each checked against the target before one is painted (``paint_all``), and
         ``refine`` > 0 hill-climbs the chosen stroke first (``paint_all``).
@@ -117,12 +128,13 @@ class Agent:
         if not self.conditional and target is not None:
             raise ValueError("This agent paints from scratch and takes no target.")
         return self.paint_all(None if target is None else [target], [seed], greedy, temperature, proposals,
-                              refine)[0]
+                              refine, first_stroke_temperature)[0]
 
     @torch.no_grad()
     def paint_all(self, targets: Sequence[np.ndarray | Image.Image] | None = None,
                   seeds: Sequence[int | None] | None = None, greedy: bool = False,
-                  temperature: float | None = None, proposals: int = 1, refine: int = 0) -> list[Episode]:
+                  temperature: float | None = None, proposals: int = 1, refine: int = 0,
+                  first_stroke_temperature: float | None = None) -> list[Episode]:
         """Paint many episodes together: one network pass per step for up to ``PAINT_BATCH`` of them.
 
         A conditional agent paints one episode per target (seeds 0, 1, ... unless given, one per
@@ -147,8 +159,7 @@ class Agent:
         photo crops 4 rounds cost about what 30 more proposals do, and 16 proposals refined 4 rounds beat
         64 proposals at 0.7x the time (``benchmarks/stroke_choice.py``).
         """
-        temperature = self.sampling_temperature(temperature)
-        check_temperature(temperature)
+        temperatures = self.sampling_temperatures(temperature, first_stroke_temperature)
         check_proposals(proposals, self.conditional, refine)
         if self.conditional:
             if targets is None:
@@ -171,11 +182,12 @@ class Agent:
             _check_seed(seed)
         return [episode for start in range(0, len(seeds), PAINT_BATCH)
                 for episode in self._paint_batch(prepared[start:start + PAINT_BATCH], seeds[start:start + PAINT_BATCH],
-                                                 greedy, temperature, proposals, refine)]
+                                                 greedy, temperatures, proposals, refine)]
 
     def _paint_batch(self, prepared: list[np.ndarray | None], seeds: list[int | None], greedy: bool,
-                     temperature: float, proposals: int, refine: int) -> list[Episode]:
-        """Episodes painted in lockstep, each in its own ``PaintEnv``, the network run on all at once."""
+                     temperatures: tuple[float, float], proposals: int, refine: int) -> list[Episode]:
+        """Episodes painted in lockstep, each in its own ``PaintEnv``, the network run on all at once;
+        ``temperatures``: the first stroke's and the later strokes'."""
         seeds = [int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed for seed in seeds]
         envs = [PaintEnv(self.paint_config, target_source=None if target is None else target[None])
                 for target in prepared]
@@ -185,7 +197,8 @@ class Agent:
             generators = [torch.Generator().manual_seed(seed) for seed in seeds]
             state = self.policy.initial_state(len(envs))
             frames, actions = [[observation["canvas"]] for observation in observations], [[] for _ in envs]
-            for _ in range(self.paint_config.episode_length):  # every episode ends after as many steps
+            for step in range(self.paint_config.episode_length):  # every episode ends after as many steps
+                temperature = temperatures[0] if step == 0 else temperatures[1]
                 batch = {key: torch.as_tensor(np.stack([observation[key] for observation in observations]))[:, None]
                          for key in observations[0]}
                 features, state = self.policy.features(batch, state)
@@ -206,6 +219,15 @@ class Agent:
         finally:
             for env in envs:
                 env.close()
+
+
+def temperature_label(temperatures: tuple[float, float]) -> str:
+    """How a painting sampled at ``temperatures`` (``Agent.sampling_temperatures``) is described: "" at the policy's
+    own distribution, else "temperature T", and where the first stroke differs, ", the first stroke at F"."""
+    first, later = temperatures
+    if first == later:
+        return "" if later == 1 else f"temperature {later:g}"
+    return f"temperature {later:g}, the first stroke at {first:g}"
 
 
 def check_proposals(proposals: int, conditional: bool, refine: int = 0) -> None:
@@ -321,12 +343,14 @@ def store_in_float16(folder: str | Path) -> None:
     write_file(path, lambda staging: torch.save(halved, staging))
 
 
-def set_temperature(folder: str | Path, temperature: float) -> None:
-    """Rewrite an agent folder's ``agent.json`` so that its sampled paintings are drawn at ``temperature`` unless a
-    caller names another (``spiral paint``, ``spiral eval``, the app): for a generator shipped with the temperature
-    chosen on validation (``spiral eval --validation --temperature``; ``scripts/ship_agent.sh --temperature``)."""
+def set_temperature(folder: str | Path, temperature: float, first_stroke_temperature: float | None = None) -> None:
+    """Rewrite an agent folder's ``agent.json`` so that its sampled paintings are drawn at ``temperature``, the first
+    stroke at ``first_stroke_temperature`` (None: the same), unless a caller names others (``spiral paint``,
+    ``spiral eval``, the app): for a generator shipped with the temperatures chosen on validation
+    (``spiral eval --validation --temperature --first-stroke-temperature``; ``scripts/ship_agent.sh``)."""
     path = Path(folder) / "agent.json"
-    manifest = dataclasses.replace(AgentManifest.read(path), temperature=temperature)  # checked in __post_init__
+    manifest = dataclasses.replace(AgentManifest.read(path), temperature=temperature,
+                                   first_stroke_temperature=first_stroke_temperature)  # checked in __post_init__
     write_file(path, lambda staging: staging.write_text(json.dumps(manifest.to_dict(), indent=2)))
 
 

@@ -352,10 +352,9 @@ def evaluate_samples(classifier: Classifier, samples: np.ndarray, real: np.ndarr
 
 def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.ndarray, samples: int,
                        greedy: bool = False, temperature: float | None = None, first_seed: int = 0,
-                       split: str = "test") -> SampleReport:
-    """Paint ``samples`` images with the agent (seeds ``first_seed`` on, at ``temperature``, by default the
-    agent's own) and judge them
-    against ``real_images`` of ``split``.
+                       split: str = "test", first_stroke_temperature: float | None = None) -> SampleReport:
+    """Paint ``samples`` images with the agent (seeds ``first_seed`` on, at ``temperature`` and
+    ``first_stroke_temperature``, by default the agent's own) and judge them against ``real_images`` of ``split``.
 
     An agent trained with ``data.invert`` paints black on white; its canvases are flipped back
     to the classifier's white on black, so pass the real images as the dataset has them.
@@ -364,7 +363,8 @@ def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.nda
     with tqdm(total=samples, desc="painting samples") as bar:
         canvases = []
         for start in range(0, samples, PAINT_BATCH):
-            batch = agent.paint_all(seeds=seeds[start:start + PAINT_BATCH], greedy=greedy, temperature=temperature)
+            batch = agent.paint_all(seeds=seeds[start:start + PAINT_BATCH], greedy=greedy, temperature=temperature,
+                                    first_stroke_temperature=first_stroke_temperature)
             canvases += [episode.canvas for episode in batch]
             bar.update(len(batch))
     canvases = np.stack(canvases)

@@ -121,7 +121,8 @@ def paint(args: argparse.Namespace) -> None:
     target = open_image(args.target) if args.target else None
     agent = load_agent(args.agent or default_agent(conditional=target is not None, picture=target))
     episode = agent.paint(target, seed=args.seed, greedy=args.greedy, temperature=args.temperature,
-                          proposals=args.proposals, refine=args.refine)
+                          proposals=args.proposals, refine=args.refine,
+                          first_stroke_temperature=args.first_stroke_temperature)
     paths = write_painting(episode.program, args.out, scale=args.scale)
     if episode.target is not None:
         paths["target"] = Path(args.out) / "target.png"
@@ -174,9 +175,8 @@ def evaluate(args: argparse.Namespace) -> None:
     else:
         print(f"{len(targets)} held-out images of {agent.manifest.data.dataset}\n")
     print(TABLE_HEADER)
-    temperature = agent.sampling_temperature(args.temperature)
-    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=temperature, proposals=args.proposals,
-                              refine=args.refine):
+    for row in evaluate_agent(agent, targets, bank=args.bank, temperature=args.temperature, proposals=args.proposals,
+                              refine=args.refine, first_stroke_temperature=args.first_stroke_temperature):
         print(row.row())
 
 
@@ -230,6 +230,7 @@ def curves(args: argparse.Namespace) -> None:
 
 def evaluate_generator(agent, args: argparse.Namespace) -> None:
     """Judge an unconditional agent's samples with the classifier of its dataset (Markdown tables)."""
+    from spiral.agent import temperature_label
     from spiral.classifier import (DEFAULT_DIR, GENERATOR_VALIDATION_IMAGES, check_supported, load_classifier,
                                    evaluate_generator as judge_samples)
     from spiral.datasets import load_dataset
@@ -248,12 +249,13 @@ def evaluate_generator(agent, args: argparse.Namespace) -> None:
     split, real = (("training", images.train[-GENERATOR_VALIDATION_IMAGES:]) if args.validation
                    else ("test", images.test))
     first_seed = args.samples * (args.seed_set or 1) if args.validation else 0
-    temperature = agent.sampling_temperature(args.temperature)
-    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=temperature,
-                           first_seed=first_seed, split=split)
+    first, later = agent.sampling_temperatures(args.temperature, args.first_stroke_temperature)
+    report = judge_samples(agent, judge.classifier, real, args.samples, temperature=later, first_seed=first_seed,
+                           split=split, first_stroke_temperature=first)
     print(f"judge: {_shown(Path(judge.path).resolve())} ({judge.dataset}, test accuracy {judge.test_accuracy:.2%})")
-    shown = "" if temperature == 1 else f", temperature {temperature:g}" + (
-        " (the agent's own)" if args.temperature is None else "")
+    label = temperature_label((first, later))
+    own = args.temperature is None and args.first_stroke_temperature is None
+    shown = f", {label}" + (" (the agent's own)" if own else "") if label else ""
     print(f"{args.samples} samples (seeds {first_seed} to {first_seed + args.samples - 1}{shown}) against "
           f"{len(real)} {'held-out' if split == 'test' else 'training'} images of {dataset}\n")
     print(report.markdown())
@@ -299,6 +301,9 @@ def _report(paths: dict[str, Path]) -> None:
 TEMPERATURE_HELP = ("sample the strokes at this temperature (default: the agent's own, agent.json's temperature, 1 "
                     "unless it was shipped with another; 1 is the policy's own distribution; below 1: likelier, less "
                     "varied strokes)")
+FIRST_STROKE_TEMPERATURE_HELP = ("sample the first stroke at this temperature (default: the agent's own, agent.json's "
+                                 "first_stroke_temperature where it names one, else --temperature's): a generator's "
+                                 "first stroke chooses much of what it paints")
 PROPOSALS_HELP = ("conditional agents: paint each stroke as the best of this many the agent proposes (its own "
                   "choice and samples), each checked against the target first: a lower error for about this many "
                   "times the painting time (default 1: the agent alone)")
@@ -553,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     paint_cmd.add_argument("--seed", type=_at_least(0), default=0)
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
+    paint_cmd.add_argument("--first-stroke-temperature", type=_positive(float), default=None,
+                           help=FIRST_STROKE_TEMPERATURE_HELP)
     paint_cmd.add_argument("--proposals", type=_positive(int), default=1, help=PROPOSALS_HELP)
     paint_cmd.add_argument("--refine", type=_at_least(0), default=0, help=REFINE_HELP)
     paint_cmd.add_argument("--scale", type=_positive(float), default=4.0)
@@ -582,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_argument("--classifier", metavar="DIR",
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
+    eval_cmd.add_argument("--first-stroke-temperature", type=_positive(float), default=None,
+                          help=FIRST_STROKE_TEMPERATURE_HELP)
     eval_cmd.add_argument("--proposals", type=_positive(int), default=1,
                           help="conditional agents: also score the greedy agent choosing each stroke among this "
                                "many of its own proposals (paint --proposals)")

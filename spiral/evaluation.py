@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import PaintConfig, PaintEnv, mse
-from spiral.agent import Agent
+from spiral.agent import Agent, temperature_label
 from spiral.search import SearchSettings, greedy_search
 
 
@@ -57,17 +57,19 @@ def _timed(name: str, targets: np.ndarray, paint_one) -> Score:
 
 
 def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: float | None = None,
-                proposals: int = 1, refine: int = 0) -> Score:
-    """The agent's paintings of ``targets`` (image ``i`` seeded ``i``): greedy, or sampled at ``temperature`` (by
-    default the agent's own), each stroke the best of ``proposals``, hill-climbed ``refine`` rounds. Painted
-    together (``Agent.paint_all``): the time per image is a share of the batch's."""
-    temperature = agent.sampling_temperature(temperature)
-    name = ("agent (greedy" if greedy else "agent (sampled" if temperature == 1
-            else f"agent (sampled at temperature {temperature:g}")
+                proposals: int = 1, refine: int = 0, first_stroke_temperature: float | None = None) -> Score:
+    """The agent's paintings of ``targets`` (image ``i`` seeded ``i``): greedy, or sampled at ``temperature`` and
+    ``first_stroke_temperature`` (by default the agent's own: ``Agent.sampling_temperatures``), each stroke the best
+    of ``proposals``, hill-climbed ``refine`` rounds. Painted together (``Agent.paint_all``): the time per image is
+    a share of the batch's."""
+    first, later = agent.sampling_temperatures(temperature, first_stroke_temperature)
+    label = temperature_label((first, later))
+    name = "agent (greedy" if greedy else "agent (sampled" + (f" at {label}" if label else "")
     name += f", best of {proposals} proposals a stroke" if proposals > 1 else ""
     name += f", refined {refine} rounds)" if refine else ")"
     start = time.perf_counter()
-    episodes = agent.paint_all(targets, greedy=greedy, temperature=temperature, proposals=proposals, refine=refine)
+    episodes = agent.paint_all(targets, greedy=greedy, temperature=later, proposals=proposals, refine=refine,
+                               first_stroke_temperature=first)
     errors = [float(mse(episode.canvas, target)) for episode, target in zip(episodes, targets)]
     return score(name, errors, time.perf_counter() - start)
 
@@ -116,8 +118,8 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
 
 
 def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None,
-             proposals: int = 1, refine: int = 0) -> list[Score]:
-    """The agent (sampled at ``temperature``, by default its own, and greedy; with ``proposals`` > 1 or ``refine``
+             proposals: int = 1, refine: int = 0, first_stroke_temperature: float | None = None) -> list[Score]:
+    """The agent (sampled at ``temperature`` and ``first_stroke_temperature``, by default its own, and greedy; with ``proposals`` > 1 or ``refine``
     also greedy with each stroke the best of that many proposals, hill-climbed that many rounds) and the baselines, on the same targets; ``bank=0`` skips
     the searches.
 
@@ -125,10 +127,11 @@ def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: fl
     agents trained with one preset can share one measurement of it.
     """
     config = agent.paint_config
-    scores = [agent_score(agent, targets, greedy=False, temperature=temperature),
+    scores = [agent_score(agent, targets, greedy=False, temperature=temperature,
+                          first_stroke_temperature=first_stroke_temperature),
               agent_score(agent, targets, greedy=True)]
     if proposals > 1 or refine:
         scores.append(agent_score(agent, targets, greedy=True, temperature=temperature, proposals=proposals,
-                                  refine=refine))
+                                  refine=refine, first_stroke_temperature=first_stroke_temperature))
     scores += [blank_score(config, targets), random_score(config, targets)]
     return scores + [search_score(config, targets, bank), teacher_score(config, targets)] if bank else scores

@@ -65,9 +65,15 @@ class AgentManifest:
     # The temperature its sampled paintings are drawn at unless a caller names another (spiral.agent):
     # 1 is the policy's own distribution; a generator may ship with a lower one chosen on validation.
     temperature: float = 1.0
+    # The first stroke's temperature where it differs (None: the same). A generator's first stroke
+    # decides much of what it paints (which digit): drawn from the policy's own distribution (1), the
+    # mix of what it paints stays the data's while the later strokes are drawn at a lower temperature.
+    first_stroke_temperature: float | None = None
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
+        if self.first_stroke_temperature is not None:
+            check_temperature(self.first_stroke_temperature)
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -95,6 +101,7 @@ class AgentManifest:
             "conditional": self.conditional,
             **{key: plain(getattr(self, key)) for key in ("data", "reward", "discriminator", "training")},
             "temperature": self.temperature,
+            "first_stroke_temperature": self.first_stroke_temperature,
         })
 
     @classmethod

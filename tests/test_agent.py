@@ -52,7 +52,8 @@ def test_a_temperature_of_one_samples_the_policy_and_near_zero_is_greedy():
     default = [agent.paint(seed=seed, temperature=1.0).actions for seed in range(3)]
     assert [agent.paint(seed=seed, temperature=1).actions for seed in range(3)] == default  # bit for bit
     greedy = agent.paint(greedy=True).actions
-    assert all(agent.paint(seed=seed, temperature=1e-3).actions == greedy for seed in range(3))
+    assert all(agent.paint(seed=seed, temperature=1e-3, first_stroke_temperature=1e-3).actions == greedy
+               for seed in range(3))
     assert [agent.paint(seed=seed, temperature=2.0).actions for seed in range(3)] != default
     for bad in (0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
@@ -82,6 +83,43 @@ def test_an_agent_samples_at_its_own_temperature_unless_told_otherwise(tmp_path)
         load_agent(folder)
     (folder / "agent.json").write_text(json.dumps(document | {"temperature": "cold"}))
     with pytest.raises(ValueError, match="field 'temperature' must be a number, got 'cold'"):
+        load_agent(folder)
+
+
+def test_the_first_stroke_has_its_own_temperature_where_agent_json_names_one(tmp_path):
+    """A generator's first stroke chooses much of what it paints: it may be drawn at another temperature than the
+    later strokes (agent.json's first_stroke_temperature, a caller's first_stroke_temperature), the later strokes as
+    they would be at their own; naming only ``temperature`` keeps the agent's first stroke."""
+    agent = untrained_agent(CONFIG, conditional=False, network=TINY)
+    folder = write_agent(tmp_path / "agent", agent.policy.state_dict(), {}, agent.manifest)
+    plain = load_agent(folder)
+    assert plain.manifest.first_stroke_temperature is None and plain.sampling_temperatures() == (1.0, 1.0)
+    assert plain.sampling_temperatures(0.5) == (0.5, 0.5)  # none named: the first stroke follows the others
+
+    def strokes(painter, seed, **temperatures):
+        return painter.paint(seed=seed, **temperatures).actions
+
+    seeds = range(6)
+    hot, cold = ([strokes(plain, seed, temperature=t) for seed in seeds] for t in (3.0, 0.2))
+    mixed = [strokes(plain, seed, temperature=0.2, first_stroke_temperature=3.0) for seed in seeds]
+    assert [m[0] for m in mixed] == [h[0] for h in hot]  # the first stroke as at its temperature, draw for draw
+    assert [m[0] for m in mixed] != [c[0] for c in cold] and mixed != hot
+    set_temperature(folder, 0.2, first_stroke_temperature=3.0)
+    shipped = load_agent(folder)
+    assert json.loads((folder / "agent.json").read_text())["first_stroke_temperature"] == 3.0
+    assert shipped.sampling_temperatures() == (3.0, 0.2) and shipped.sampling_temperatures(0.7) == (3.0, 0.7)
+    assert shipped.sampling_temperatures(0.7, 1.0) == (1.0, 0.7)
+    assert [strokes(shipped, seed) for seed in seeds] == mixed
+    assert [strokes(shipped, seed, first_stroke_temperature=0.2) for seed in seeds] == cold
+    before = (folder / "agent.json").read_bytes()
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            set_temperature(folder, 0.5, first_stroke_temperature=bad)
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            shipped.paint(seed=0, first_stroke_temperature=bad)
+    assert (folder / "agent.json").read_bytes() == before
+    (folder / "agent.json").write_text(json.dumps(json.loads(before) | {"first_stroke_temperature": "hot"}))
+    with pytest.raises(ValueError, match="field 'first_stroke_temperature' must be a number, got 'hot'"):
         load_agent(folder)
 
 

@@ -255,13 +255,16 @@ def test_a_lower_temperature_paints_other_samples_and_says_so(runs):
     app.slider(key="samples").set_value(2).run()
     own = load_agent(AGENTS_DIR / GENERATION_AGENT).temperature  # the slider starts at the agent's own
     assert own != 1.0  # the shipped generator samples at a lower one: the slider must not keep the last agent's
-    assert app.sidebar.slider(key="temperature").value == own and f"This agent's own: {own:g}" in \
-        app.sidebar.slider(key="temperature").help
+    first = load_agent(AGENTS_DIR / GENERATION_AGENT).manifest.first_stroke_temperature  # which the slider keeps
+    assert first is not None and first != own
+    help_text = app.sidebar.slider(key="temperature").help
+    assert app.sidebar.slider(key="temperature").value == own and f"This agent's own: {own:g}" in help_text
+    assert f"Its first stroke, which chooses much of what it paints, stays at {first:g}" in help_text
     before = [image.value for image in app.image]
     app.sidebar.slider(key="temperature").set_value(0.6).run()
     assert not app.exception
     captions = [caption for image in app.image for caption in image.captions]
-    assert "seed 0, temperature 0.6" in captions and "seed 1, temperature 0.6" in captions
+    assert all(f"seed {seed}, temperature 0.6, the first stroke at {first:g}" in captions for seed in (0, 1))
     assert [image.value for image in app.image] != before
     app.sidebar.toggle(key="greedy").set_value(True).run()  # greedy takes the likeliest strokes: no temperature
     assert not app.exception and not [slider for slider in app.sidebar.slider if slider.key == "temperature"]
