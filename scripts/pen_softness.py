@@ -1,4 +1,5 @@
-"""How soft should the MNIST pen be? The choice behind envs/brushes/spiral/soft_pen.myb and felt_pen.myb.
+"""How soft should the MNIST pen be? The choice behind envs/brushes/spiral/soft_pen.myb, felt_pen.myb
+and felt_pen_wide.myb (felt_pen at radius_scale 1.15, chosen on the retrained mnist-pen's programs).
 
 A generator cloned from a reconstruction agent's programs can at best paint those programs; with
 classic/pen their canvases have a crisper edge than scanned digits. This re-renders the first

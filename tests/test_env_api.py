@@ -196,10 +196,11 @@ def test_bad_configuration_is_refused_with_a_message(kwargs, message):
 
 def test_spirals_soft_and_felt_pens_paint_the_pens_lines_with_softer_edges():
     """spiral's own brushes resolve by name like the collection's. soft_pen differs from classic/pen by its edge
-    only; felt_pen's line is wider, with a soft edge, and about as bright at its middle."""
-    assert {"classic/pen", "spiral/soft_pen", "spiral/felt_pen"} <= set(available_brushes())
+    only; felt_pen's line is wider, with a soft edge, and about as bright at its middle; felt_pen_wide's wider still."""
+    brushes = ("classic/pen", "spiral/soft_pen", "spiral/felt_pen", "spiral/felt_pen_wide")
+    assert set(brushes) <= set(available_brushes())
     canvases = {}
-    for brush in ("classic/pen", "spiral/soft_pen", "spiral/felt_pen"):
+    for brush in brushes:
         env = PaintEnv(canvas_size=64, grid_size=32, brush=brush, background=(0, 0, 0), fixed_color=(255, 255, 255),
                        use_color=False, use_pressure=False, episode_length=3)
         env.reset(seed=0)
@@ -214,6 +215,8 @@ def test_spirals_soft_and_felt_pens_paint_the_pens_lines_with_softer_edges():
     felt = canvases["spiral/felt_pen"]
     assert (felt > 0).sum() > 1.3 * (pen > 0).sum() and 1.0 < felt.sum() / pen.sum() < 1.25  # wider, a little more ink
     assert ((felt > 0) & (felt < 255)).sum() > 2 * ((pen > 0) & (pen < 255)).sum() and felt.max() == 255
+    wide = canvases["spiral/felt_pen_wide"]
+    assert (wide > 0).sum() > 1.05 * (felt > 0).sum() and wide.sum() > 1.1 * felt.sum() and wide.max() == 255
 
 
 def test_target_option_needs_a_conditional_env(env):
