@@ -1,5 +1,6 @@
 """The inference API: exported agents load safely, paint reproducibly, refuse foreign files."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -223,6 +224,15 @@ def test_spiral_average_writes_the_weighted_mean_of_agents_that_share_a_network(
     target = np.zeros((32, 32, 3), np.uint8)
     target[8:24, 12:20] = 255
     assert mean.paint(target, seed=0, greedy=True).canvas.shape == (32, 32, 3)
+    # Another brush (a clone cloned further with --brush) averages too; the mean paints with the first one's.
+    pen = untrained_agent(dataclasses.replace(CONFIG, brush="spiral/felt_pen"), conditional=True, network=TINY, seed=9)
+    pen_folder = write_agent(tmp_path / "pen", pen.policy.state_dict(), {}, pen.manifest)
+    main(["average", str(pen_folder), str(exported), "--out", str(tmp_path / "pen-mean")])
+    pen_mean = load_agent(tmp_path / "pen-mean")
+    assert pen_mean.paint_config.brush == "spiral/felt_pen" and pen_mean.manifest == pen.manifest
+    pen_weights = pen.policy.state_dict()
+    assert all(torch.allclose(value, 0.5 * pen_weights[key] + 0.5 * first[key], atol=1e-7)
+               for key, value in pen_mean.policy.state_dict().items())
 
 
 def test_spiral_average_refuses_agents_that_do_not_average_and_a_folder_it_would_wipe(exported, tmp_path):
@@ -232,6 +242,10 @@ def test_spiral_average_refuses_agents_that_do_not_average_and_a_folder_it_would
     wider_folder = write_agent(tmp_path / "wider", wider.policy.state_dict(), {}, wider.manifest)
     with pytest.raises(SystemExit, match="wider differs from .* in network: only agents with the same actions"):
         main(["average", str(exported), str(wider_folder), "--out", str(tmp_path / "mean")])
+    longer = untrained_agent(dataclasses.replace(CONFIG, episode_length=6), conditional=True, network=TINY)
+    longer_folder = write_agent(tmp_path / "longer", longer.policy.state_dict(), {}, longer.manifest)
+    with pytest.raises(SystemExit, match="longer differs from .* in env: only agents with the same actions"):
+        main(["average", str(exported), str(longer_folder), "--out", str(tmp_path / "mean")])
     with pytest.raises(SystemExit, match="Averaging needs two agents or more, got 1"):
         main(["average", str(exported), "--out", str(tmp_path / "mean")])
     with pytest.raises(SystemExit, match="1 weights for 2 agents"):
