@@ -27,7 +27,8 @@ while (($#)); do
   shift
 done
 set -- "${positional[@]}"
-[[ -z "$first_stroke" || -n "$temperature" ]] || { echo "--first-stroke-temperature goes with --temperature" >&2; exit 1; }
+[[ -z "$first_stroke" || -n "$temperature" ]] || {
+  echo "--first-stroke-temperature goes with --temperature" >&2; exit 1; }
 run=${1:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 name=${2:?usage: scripts/ship_agent.sh RUN_DIR NAME}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,7 +53,8 @@ if [[ -n "$temperature" ]]; then
   "$root/.venv/bin/python" -c 'import sys; from spiral.agent import set_temperature
 set_temperature(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]) if sys.argv[3] else None)' \
     "$staging" "$temperature" "$first_stroke" || {
-    rm -rf "$staging"; echo "--temperature and --first-stroke-temperature are numbers > 0, got $temperature ${first_stroke:-}" >&2; exit 1; }
+    rm -rf "$staging"
+    echo "--temperature and --first-stroke-temperature are numbers > 0, got $temperature ${first_stroke:-}" >&2; exit 1; }
 fi
 "$root/.venv/bin/python" -c 'import sys; from spiral.curves import copy_scalars; copy_scalars(*sys.argv[1:])' \
   "$run" "$staging/tb"  # the scalars only: the painting grids are most of the logs' size

@@ -362,9 +362,9 @@ def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Se
     a better agent's programs grew more confident and further from the real digits, and the halfway
     point beat the shipped clone on both. A mean of unrelated networks means nothing, so the sources
     must share actions, network and data; the brush may differ (a clone cloned further with another
-    ``--brush``), since it changes what a stroke looks like, not the actions. The result takes the first
-    one's ``agent.json`` (name, brush, temperature, training counters) and discriminator. ``weights`` are relative (default equal),
-    normalised to sum to 1; float16-stored weights are averaged in float32, tensors equal in every
+    ``--brush``), since it changes what a stroke looks like, not the actions. The result takes the
+    first one's ``agent.json`` (name, brush, temperatures, training counters) and discriminator.
+    ``weights`` are relative (default equal), normalised to sum to 1; float16-stored weights are averaged in float32, tensors equal in every
     source are kept exactly.
     """
     if len(sources) < 2:
@@ -377,10 +377,10 @@ def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Se
     agents = [load_agent(source) for source in sources]
     first = agents[0].manifest
     for source, agent in zip(sources[1:], agents[1:]):
-        same_brush = dataclasses.replace(agent.manifest, env=dataclasses.replace(agent.manifest.env,
-                                                                                  brush=first.env.brush))
-        differing = [name for name in ("env", "network", "conditional", "data")
-                     if getattr(same_brush, name) != getattr(first, name)]
+        env = dataclasses.replace(agent.manifest.env, brush=first.env.brush)  # the brush may differ
+        differing = [name for name, value in (("env", env), ("network", agent.manifest.network),
+                                              ("conditional", agent.manifest.conditional),
+                                              ("data", agent.manifest.data)) if value != getattr(first, name)]
         if differing:
             raise ValueError(f"{source} differs from {sources[0]} in {', '.join(differing)}: only agents with the "
                              f"same actions, network and data average into one (one trained on from the other).")

@@ -119,9 +119,9 @@ def teacher_score(config: PaintConfig, targets: np.ndarray, settings: SearchSett
 
 def evaluate(agent: Agent, targets: np.ndarray, bank: int = 200, temperature: float | None = None,
              proposals: int = 1, refine: int = 0, first_stroke_temperature: float | None = None) -> list[Score]:
-    """The agent (sampled at ``temperature`` and ``first_stroke_temperature``, by default its own, and greedy; with ``proposals`` > 1 or ``refine``
-    also greedy with each stroke the best of that many proposals, hill-climbed that many rounds) and the baselines, on the same targets; ``bank=0`` skips
-    the searches.
+    """The agent (sampled at ``temperature`` and ``first_stroke_temperature``, by default its own, and greedy;
+    with ``proposals`` > 1 or ``refine`` also greedy with each stroke the best of that many proposals,
+    hill-climbed that many rounds) and the baselines, on the same targets; ``bank=0`` skips the searches.
 
     The search costs most, and it depends only on the targets and the environment settings, so
     agents trained with one preset can share one measurement of it.
