@@ -9,7 +9,7 @@ from ray.cluster_utils import Cluster
 
 from spiral.experiment import Experiment
 from spiral.rllib.algorithm import build_config
-from spiral.rllib.trainer import WORKER_ENV
+from spiral.rllib.trainer import WORKER_ENV, cores_for_learner
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -38,6 +38,7 @@ def test_env_runners_run_on_the_second_node(two_node_cluster):
     try:
         nodes = {node for node, _ in runner_facts(algo)}
         assert nodes == {worker.node_id}
+        assert cores_for_learner(algo) == os.cpu_count()  # no runner on the driver's node takes a core
         algo.train()  # the first iteration may end before any sample arrives
         result = algo.train()
         assert result["num_env_steps_sampled_lifetime"] > 0

@@ -116,6 +116,19 @@ def test_final_reward_training_without_targets_gives_the_discriminator_one_final
     assert np.isfinite(learners["default_policy"]["reward_mean"]) and learners["default_policy"]["reward_mean"] != 0
 
 
+def test_the_learner_takes_the_cores_its_env_runners_leave_and_gives_them_back(local_ray, tmp_path):
+    """The learner in the driver shares this machine with the env runners (benchmarks/training_speed.py)."""
+    before = torch.get_num_threads()
+    trainer = Trainer.start(smoke(), tmp_path)
+    try:
+        runners = trainer.algo.env_runner_group.num_remote_env_runners()
+        assert runners >= 1 and torch.get_num_threads() == max(1, os.cpu_count() - runners)
+        trainer.run(1, progress=False)
+    finally:
+        trainer.stop()
+    assert torch.get_num_threads() == before
+
+
 def test_the_discriminator_learns_to_tell_real_from_fake(trained_run):
     _, history = trained_run
     gaps = [result["learners"]["discriminator"]["wasserstein"] for result in history
