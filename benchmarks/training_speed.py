@@ -119,7 +119,8 @@ def main() -> None:
     print(f"preset {args.preset}, {experiment.training.envs_per_env_runner} envs per env runner, "
           f"{runners} env runner(s); medians of {args.rounds} interleaved rounds, each round's ratio in brackets")
     for (learners, threads), train in rates.items():
-        learner = f"the learner on {threads} torch thread(s)" if threads else "as spiral train runs it"
+        learner = (f"the learner on {threads} torch thread(s)" if threads
+                   else "as spiral train runs it" if learners == 0 else "remote learner actor(s)")
         print(f"RLlib, num_learners={learners}, {learner}: {median(train):8.0f} env steps/s (sampling + learning)")
         print(f"  training / (raw x runner cores): {median(train) / (raw * runners):.2f} (goal >= 0.5)")
         print(f"  RLlib / plain loop: {round_ratios(train, plain)} (goal >= 1.0)")
