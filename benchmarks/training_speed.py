@@ -100,6 +100,8 @@ def main() -> None:
                              "the cores its env runners leave)")
     parser.add_argument("overrides", nargs="*", help="section.field=value, after data.limit=2000 (a quick load)")
     args = parser.parse_args()
+    if args.rounds < 1 or args.iterations < 1 or min(args.learner_threads, default=1) < 1:
+        parser.error("--rounds, --iterations and --learner-threads must be at least 1")
     experiment = Experiment.from_preset(args.preset, ["data.limit=2000", *args.overrides])
     variants = [(learners, None) for learners in args.learners] + [(0, threads) for threads in args.learner_threads]
     rates: dict[tuple[int, int | None], list[float]] = {variant: [] for variant in variants}
