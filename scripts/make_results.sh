@@ -36,11 +36,12 @@ $spiral curves agents/glyphs-pen --x wall --out "$out/glyphs-pen/curves.png"
 
 # The colour agents (#11) on held-out photo crops (the three test photos) and faces (the 20 test
 # faces), against the blank canvas, random strokes and the greedy search over 1,000 random strokes a
-# step (each in the colour of least error), about 15 minutes of the search.
+# step (each in the colour of least error), about 15 minutes of the search; and the agents choosing each
+# stroke among 8 of their own proposals.
 for pair in photos-paint:50 lfw-paint:20; do
   agent=${pair%%:*}
   mkdir -p "$out/$agent"
-  $spiral eval --agent "agents/$agent" --images "${pair##*:}" --bank "$bank" | tee "$out/$agent/eval.md"
+  $spiral eval --agent "agents/$agent" --images "${pair##*:}" --bank "$bank" --proposals 8 | tee "$out/$agent/eval.md"
   $spiral gallery --agent "agents/$agent" --out "$out/$agent" --count 16
   $spiral curves "agents/$agent" --x wall --out "$out/$agent/curves.png"
 done

@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from envs import PaintConfig, PaintEnv, Program
+from envs import PaintConfig, PaintEnv, Program, mse
 from envs.actions import PAINT
+from envs.color_fit import refit_colors
+from envs.painter import agent_view
 from envs.storage import write_file, write_folder
 from spiral.images import flatten
 from spiral.manifest import AgentManifest
@@ -158,6 +160,13 @@ class Agent:
         step, checked the same way). Up to 18 renders a round, though the climb mostly stops early: on
         photo crops 4 rounds cost about what 30 more proposals do, and 16 proposals refined 4 rounds beat
         64 proposals at 0.7x the time (``benchmarks/stroke_choice.py``).
+
+        An agent that paints in colours fitted to its target (``env.fit_color``) fits each stroke's colour
+        as it paints it, for its whole footprint; once the painting is done, every stroke's colour is
+        re-chosen jointly for the canvas as it ended (``envs.color_fit.refit_colors``: a background stroke
+        takes the colour of what stays visible of it), and the painting keeps the new colours where they
+        lower its error. The episode's program, frames and actions are the refitted painting's, so it
+        replays as shown; its strokes are where the agent put them.
         """
         temperatures = self.sampling_temperatures(temperature, first_stroke_temperature)
         check_proposals(proposals, self.conditional, refine)
@@ -214,8 +223,11 @@ class Agent:
                 for episode, (observation, *_, info) in enumerate(steps):
                     frames[episode].append(observation["canvas"])
                     actions[episode].append(info["action"].tolist())  # as painted (fit_color sets the colour)
-            return [Episode(env.program, frames[i], target, None if target is None else env.l2(), actions[i])
-                    for i, (env, target) in enumerate(zip(envs, prepared))]
+            episodes = [Episode(env.program, frames[i], target, None if target is None else env.l2(), actions[i])
+                        for i, (env, target) in enumerate(zip(envs, prepared))]
+            if self.paint_config.fit_color:
+                episodes = [_with_colors_refit(episode, env) for episode, env in zip(episodes, envs)]
+            return episodes
         finally:
             for env in envs:
                 env.close()
@@ -247,6 +259,18 @@ def _best_proposals(envs: list[PaintEnv], own: np.ndarray, others: list[np.ndarr
     one that leaves the lowest error to the target; the first of equals, so a tie keeps the policy's own."""
     return np.stack([min([own[i], *(proposal[i] for proposal in others)], key=env.l2_after)
                      for i, env in enumerate(envs)])
+
+
+def _with_colors_refit(episode: Episode, env: PaintEnv) -> Episode:
+    """The finished ``episode`` of ``env`` with its strokes' colours re-chosen jointly (``refit_colors``) where that
+    lowers its error to the target, repainted from its program; else the episode as it is."""
+    config = env.config
+    program = refit_colors(episode.program, env.target, config)
+    frames = [agent_view(frame, config.render_scale) for frame in program.frames(config.render_scale)]
+    l2 = float(mse(frames[-1], env.target))
+    if l2 >= episode.l2:
+        return episode
+    return Episode(program, frames, episode.target, l2, [env.codec.encode(stroke).tolist() for stroke in program.strokes])
 
 
 def _refined(envs: list[PaintEnv], chosen: np.ndarray, rounds: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import spiral.agent
-from envs import PaintConfig, PaintEnv, Program
+from envs import PaintConfig, PaintEnv, Program, mse
 from envs.actions import PAINT
 from spiral.agent import load_agent, set_temperature, store_in_float16, untrained_agent, write_agent, write_average
 from spiral.experiment import DataSettings, Experiment
@@ -479,6 +479,33 @@ def test_proposals_and_refining_paint_no_stroke_worse_than_the_agents_own_and_lo
                 assert np.array_equal(climbed, action)  # a local best
             else:
                 assert np.array_equal(action, own)
+
+
+def test_an_agent_with_fitted_colours_refits_them_together_and_shows_what_it_painted():
+    """``env.fit_color``: the finished painting's colours are re-chosen jointly (``envs.color_fit.refit_colors``).
+    The episode is the refitted painting (its program, frames and actions agree, and it replays), never further
+    from the target than the stroke-by-stroke fit that the environment paints from the same actions, and nearer
+    in some paintings."""
+    config = PaintConfig(canvas_size=32, grid_size=8, episode_length=6, brush="classic/pen", use_pressure=False,
+                         fit_color=True)
+    agent = untrained_agent(config, conditional=True, network=TINY)
+    episodes = agent.paint_all([skimage.data.astronaut()] * 6, seeds=range(6))
+    nearer = 0
+    for episode in episodes:
+        program = episode.program
+        assert len(episode.frames) == 7 and all((replayed == shown).all()
+                                                for replayed, shown in zip(program.frames(), episode.frames))
+        env = PaintEnv(config, target_source=episode.target[None])
+        try:
+            env.reset(seed=0, options={"target": episode.target})
+            for painted, stroke in zip(episode.actions, program.strokes, strict=True):
+                assert env.codec.encode(stroke).tolist() == painted
+                env.step(np.array(painted))  # the environment fits each colour anew, stroke by stroke
+            assert episode.l2 == float(mse(episode.canvas, episode.target)) and episode.l2 <= env.l2()
+            nearer += episode.l2 < env.l2()
+        finally:
+            env.close()
+    assert nearer >= 2
 
 
 def test_proposals_are_refused_when_they_cannot_be_counted_or_checked(exported):

@@ -9,6 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import PaintConfig, PaintEnv, Program, Stroke, available_brushes
+from envs.color_fit import refit_colors
 from tests.conftest import action, cell
 
 DIGITS = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
@@ -300,6 +301,50 @@ def test_fit_color_paints_each_stroke_in_the_colour_of_least_error_and_records_i
     finally:
         fitted.close()
         plain.close()
+
+
+def test_refit_colors_rechooses_every_colour_jointly_for_the_finished_canvas():
+    """A wide stroke's colour, fitted greedily for the whole canvas, is a compromise between the two halves that the
+    later strokes paint over; refitted for what stays visible of it, the painting comes nearer the target, keeps
+    its strokes, and no single stroke's colour one level off in any channel does better (real renders)."""
+    rng = np.random.default_rng(1)
+    target = np.zeros((64, 64, 3), np.uint8)
+    target[:, :32], target[:, 32:], target[20:44, 20:44] = (200, 40, 90), (20, 160, 230), (240, 230, 40)
+    target = np.clip(target + rng.integers(-20, 21, target.shape), 0, 255).astype(np.uint8)
+    env = PaintEnv(target_source=target[None], fit_color=True, brush="classic/pen", use_pressure=False, grid_size=8,
+                   brush_sizes=(4, 12, 40), render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        for chosen in (action(env, flag=1, end=cell(env, 7, 7), control=cell(env, 0, 7), size=2),  # the whole canvas
+                       action(env, flag=0, end=cell(env, 0, 1)),
+                       action(env, flag=1, end=cell(env, 7, 1), control=cell(env, 4, 0), size=1),  # the left half
+                       action(env, flag=1, end=cell(env, 4, 4), control=cell(env, 3, 3), size=1)):  # the middle
+            env.step(chosen)
+        program, greedy_error = env.program, env.l2()
+        refit = refit_colors(program, env.target, env.config)
+        error = float(envs.mse(refit.render(), env.target))
+        assert error < 0.8 * greedy_error
+        assert [dataclasses.replace(stroke, color=(0, 0, 0)) for stroke in refit.strokes] == \
+            [dataclasses.replace(stroke, color=(0, 0, 0)) for stroke in program.strokes]
+        assert refit.strokes[1] == program.strokes[1]  # a pen-up move has no colour to fit
+        channels = [env.codec.index[channel] for channel in ("red", "green", "blue")]
+        for i, stroke in enumerate(refit.strokes):
+            if not stroke.pen_down:
+                continue
+            levels = env.codec.encode(stroke)  # each colour is one of the action space's levels
+            for channel in channels:
+                for offset in (-1, 1):
+                    moved = levels.copy()
+                    moved[channel] = np.clip(moved[channel] + offset, 0, env.config.color_levels - 1)
+                    strokes = list(refit.strokes)
+                    strokes[i] = env.codec.stroke(moved, stroke.start)
+                    assert envs.mse(dataclasses.replace(refit, strokes=strokes).render(), env.target) >= error - 1e-12
+        moves = dataclasses.replace(program, strokes=[program.strokes[1]])
+        assert refit_colors(moves, env.target, env.config) == moves  # nothing painted, nothing to refit
+        with pytest.raises(ValueError, match="needs use_color = true"):
+            refit_colors(program, env.target, dataclasses.replace(env.config, use_color=False, fit_color=False))
+    finally:
+        env.close()
 
 
 @pytest.mark.parametrize(("settings", "exact"), [
