@@ -28,7 +28,7 @@ from envs.actions import ActionCodec
 from envs.config import PaintConfig
 from envs.painter import Painter, agent_view
 from envs.program import Program
-from envs.stroke import Point
+from envs.stroke import Point, Stroke
 
 REFIT_SWEEPS = 50  # coordinate-descent sweeps at most; a painting of 20 strokes settles in a few
 
@@ -59,10 +59,8 @@ class ColorFit:
 
     def fit(self, action: np.ndarray, start: Point) -> None:
         """Set ``action``'s colour components to the best colour for its footprint from ``start``."""
-        stroke = replace(self.codec.stroke(action, start), color=(1.0, 1.0, 1.0))
-        self.painter.draw(stroke)
-        coverage = agent_view(self.painter.canvas(), self.scale)[..., :1].astype(np.float32) / 255.0
-        self.painter.surface.restore(self.blank)
+        coverage = _coverage(self.painter, self.blank, self.codec.stroke(action, start), self.scale)
+        coverage = coverage[..., None].astype(np.float32) / 255.0
         weight = float((coverage**2).sum())
         if weight == 0:
             return  # paints nothing visible: any colour does
@@ -122,15 +120,21 @@ def refit_colors(program: Program, target: np.ndarray, config: PaintConfig) -> P
 
 
 def _coverages(program: Program, painting: list[int], config: PaintConfig) -> np.ndarray:
-    """Each painting stroke's coverage (0..1, canvas-sized), drawn alone in white on black as ``ColorFit`` draws it."""
+    """Each painting stroke's coverage (0..1, canvas-sized), as ``ColorFit`` reads it."""
     painter = Painter(config.width, config.height, program.brush, (0, 0, 0), config.render_scale,
                       program.points_per_stroke)
     try:
-        blank, coverages = painter.surface.snapshot(), []
-        for i in painting:
-            painter.draw(replace(program.strokes[i], color=(1.0, 1.0, 1.0)))
-            coverages.append(agent_view(painter.canvas(), config.render_scale)[..., 0].astype(np.float64) / 255.0)
-            painter.surface.restore(blank)
-        return np.stack(coverages)
+        blank = painter.surface.snapshot()
+        return np.stack([_coverage(painter, blank, program.strokes[i], config.render_scale)
+                         for i in painting]).astype(np.float64) / 255.0
     finally:
         painter.close()
+
+
+def _coverage(painter: Painter, blank: list[np.ndarray], stroke: Stroke, scale: int) -> np.ndarray:
+    """How much of each pixel ``stroke`` covers, uint8 (H, W) at the canvas's size: the stroke drawn alone in white
+    on ``painter``'s black canvas, which is then restored to ``blank`` (its snapshot)."""
+    painter.draw(replace(stroke, color=(1.0, 1.0, 1.0)))
+    coverage = agent_view(painter.canvas(), scale)[..., 0]
+    painter.surface.restore(blank)
+    return coverage
