@@ -16,7 +16,7 @@ from PIL import Image
 from app.agents import AUTOMATIC, available_agents, describe, open_agent, short_name, without_server_paths
 from app.pictures import DISPLAY, data_url, enlarge, filmstrip, png_bytes, replay_gif, with_stroke
 from envs import Program, available_brushes, mse
-from spiral.agent import Episode, temperature_label
+from spiral.agent import Episode, stroke_choice_label, temperature_label
 from spiral.datasets import load_dataset
 from spiral.images import MAX_PIXELS, open_image
 from spiral.shipped import default_agent
@@ -233,10 +233,7 @@ def paint_page(source: str) -> None:
             help="Then the chosen stroke is nudged (its end or bend one cell, its size one step) while that brings "
                  "the painting closer to your picture, at most this many times: closer still, for up to 18 tries "
                  "a round. 0: as chosen.")
-        if proposals > 1:
-            sampled += f", best of {proposals} proposals a stroke"
-        if refine:
-            sampled += f", refined {refine} rounds"
+        sampled += stroke_choice_label(proposals, refine)
         st.subheader("Reconstruct")
         upload = read_upload()
         if isinstance(upload, ValueError):

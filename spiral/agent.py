@@ -242,6 +242,15 @@ def temperature_label(temperatures: tuple[float, float]) -> str:
     return f"temperature {later:g}, the first stroke at {first:g}"
 
 
+def stroke_choice_label(proposals: int, refine: int) -> str:
+    """How a painting whose strokes were checked (``Agent.paint_all``'s ``proposals`` and ``refine``) is described:
+    "" for the agent alone, else ", best of K proposals a stroke" and ", refined R rounds" (one round: "round")."""
+    label = f", best of {proposals} proposals a stroke" if proposals > 1 else ""
+    if refine:
+        label += f", refined {refine} round{'s' if refine > 1 else ''}"
+    return label
+
+
 def check_proposals(proposals: int, conditional: bool, refine: int = 0) -> None:
     """A ValueError unless ``proposals`` is a count of strokes to choose from, and ``refine`` a count of hill-climbing
     rounds, that this agent can check against a target (``Agent.paint_all``)."""

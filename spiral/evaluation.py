@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import PaintConfig, PaintEnv, mse
-from spiral.agent import Agent, temperature_label
+from spiral.agent import Agent, stroke_choice_label, temperature_label
 from spiral.search import SearchSettings, greedy_search
 
 
@@ -65,8 +65,7 @@ def agent_score(agent: Agent, targets: np.ndarray, greedy: bool, temperature: fl
     first, later = agent.sampling_temperatures(temperature, first_stroke_temperature)
     label = temperature_label((first, later))
     name = "agent (greedy" if greedy else "agent (sampled" + (f" at {label}" if label else "")
-    name += f", best of {proposals} proposals a stroke" if proposals > 1 else ""
-    name += f", refined {refine} rounds)" if refine else ")"
+    name += stroke_choice_label(proposals, refine) + ")"
     start = time.perf_counter()
     episodes = agent.paint_all(targets, greedy=greedy, temperature=later, proposals=proposals, refine=refine,
                                first_stroke_temperature=first)

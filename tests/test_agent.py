@@ -521,3 +521,10 @@ def test_proposals_are_refused_when_they_cannot_be_counted_or_checked(exported):
         with pytest.raises(ValueError, match="Proposals and refining are checked against a target"):
             generator.paint_all(seeds=[0], **options)
     assert len(generator.paint(seed=0, proposals=1).actions) == CONFIG.episode_length
+
+
+def test_a_painting_says_how_its_strokes_were_chosen():
+    assert spiral.agent.stroke_choice_label(1, 0) == ""
+    assert spiral.agent.stroke_choice_label(8, 0) == ", best of 8 proposals a stroke"
+    assert spiral.agent.stroke_choice_label(1, 1) == ", refined 1 round"
+    assert spiral.agent.stroke_choice_label(8, 4) == ", best of 8 proposals a stroke, refined 4 rounds"
