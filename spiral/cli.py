@@ -337,6 +337,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+# What a painting's files end in: an --out with one of these names a file where a folder is meant.
+_FILE_SUFFIXES = {".png", ".gif", ".json", ".svg", ".jpg", ".jpeg", ".webp"}
+PAINTING_OUT_HELP = "the folder for the painting's .png, .gif, .json and .svg (default: output)"
+
+
+def _output_folder(text: str) -> Path:
+    """An --out for painted files: a folder, so that ``--out me.png`` fails at once instead of making a
+    folder named me.png, and an existing file is never taken for one."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder; --out names the folder the files are written into")
+    if not path.exists() and path.suffix.lower() in _FILE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"--out names a folder the files are written into, not a {path.suffix} "
+                                         f"file: try --out {path.with_suffix('')}")
+    return path
+
+
 def demos(args: argparse.Namespace) -> None:
     """Paint training images with the greedy search in the preset's action space: a demonstrations file."""
     from spiral.demonstrations import AgentTeacher, generate_demonstrations
@@ -515,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     random_cmd = commands.add_parser("paint-random", help="paint a random episode: PNG, GIF, JSON and SVG")
-    random_cmd.add_argument("--out", default="output", help="output folder (default: output)")
+    random_cmd.add_argument("--out", type=_output_folder, default="output", help=PAINTING_OUT_HELP)
     random_cmd.add_argument("--seed", type=_at_least(0), default=0)
     random_cmd.add_argument("--brush", default="classic/dry_brush", help="see `spiral brushes`")
     random_cmd.add_argument("--canvas-size", type=_positive(int), default=64)
@@ -526,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay_cmd = commands.add_parser("replay", help="re-render a painting program (.json) at any resolution")
     replay_cmd.add_argument("program", help="a .json program written by spiral")
-    replay_cmd.add_argument("--out", default="output")
+    replay_cmd.add_argument("--out", type=_output_folder, default="output", help=PAINTING_OUT_HELP)
     replay_cmd.add_argument("--scale", type=_positive(float), default=8.0)
     replay_cmd.add_argument("--brush", help="paint the same strokes with another brush")
     replay_cmd.add_argument("--name", help="file name stem of the outputs (default: the program's)")
@@ -554,7 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "the shipped line agent for white-on-black line art and the colour agent for anything "
                            "else; without, the shipped generator)")
     paint_cmd.add_argument("--target", help="an image to reconstruct (conditional agents)")
-    paint_cmd.add_argument("--out", default="output")
+    paint_cmd.add_argument("--out", type=_output_folder, default="output",
+                           help=PAINTING_OUT_HELP + "; target.png beside them")
     paint_cmd.add_argument("--seed", type=_at_least(0), default=0)
     paint_cmd.add_argument("--greedy", action="store_true", help="take the most likely action at each step")
     paint_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)
@@ -567,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery_cmd = commands.add_parser("gallery", help="a grid of an agent's paintings and a replay, as PNG and GIF")
     gallery_cmd.add_argument("--agent", required=True, help="an agent folder")
-    gallery_cmd.add_argument("--out", required=True, help="folder for grid.png and replay.*")
+    gallery_cmd.add_argument("--out", type=_output_folder, required=True, help="the folder for grid.png and replay.*")
     gallery_cmd.add_argument("--count", type=_positive(int), default=16, help="paintings in the grid (default 16)")
     gallery_cmd.add_argument("--sampled", action="store_true", help="sample actions instead of taking the likeliest")
     gallery_cmd.set_defaults(run=gallery)
