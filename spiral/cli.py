@@ -120,6 +120,9 @@ def paint(args: argparse.Namespace) -> None:
 
     target = open_image(args.target) if args.target else None
     agent = load_agent(args.agent or default_agent(conditional=target is not None, picture=target))
+    if agent.conditional != (target is not None):  # a named --agent of the other kind (the default never is)
+        raise ValueError(f"{args.agent} reconstructs a target: pass --target IMAGE" if agent.conditional else
+                         f"{args.agent} paints from scratch and takes no --target")
     episode = agent.paint(target, seed=args.seed, greedy=args.greedy, temperature=args.temperature,
                           proposals=args.proposals, refine=args.refine,
                           first_stroke_temperature=args.first_stroke_temperature)
@@ -165,6 +168,7 @@ def evaluate(args: argparse.Namespace) -> None:
                          "--validation and an agent that paints from noise"
                          + (f" ({args.agent} paints given images; its validation images are fixed)"
                             if agent.conditional else ""))
+    _settle_eval_counts(args, args.agent, agent.conditional)
     if not agent.conditional:
         evaluate_generator(agent, args)
         return
@@ -178,6 +182,25 @@ def evaluate(args: argparse.Namespace) -> None:
     for row in evaluate_agent(agent, targets, bank=args.bank, temperature=args.temperature, proposals=args.proposals,
                               refine=args.refine, first_stroke_temperature=args.first_stroke_temperature):
         print(row.row())
+
+
+# spiral eval's counts: --images and --bank score a reconstruction agent, --samples judges a generator.
+EVAL_DEFAULTS = {"images": 50, "bank": 200, "samples": 100}
+
+
+def _settle_eval_counts(args: argparse.Namespace, folder: str, conditional: bool) -> None:
+    """Fill in the counts left out, and refuse those that mean nothing for this kind of agent: a count that
+    was silently ignored would leave a user reading a table of another size than the one asked for."""
+    foreign = ["--samples"] if conditional else ["--images", "--bank"]
+    given = [option for option in foreign if getattr(args, option[2:]) is not None]
+    if given:
+        kind = ("reconstructs given images (--images and --bank size its table)" if conditional
+                else "paints from scratch (--samples sets how many of its paintings are judged)")
+        verb = "is" if len(given) == 1 else "are"
+        raise ValueError(f"{folder} {kind}: {' and '.join(given)} {verb} for the other kind of agent.")
+    for name, default in EVAL_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
 
 
 def scored_targets(agent, count: int, validation: bool = False):
@@ -598,12 +621,13 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd = commands.add_parser("eval", help="score a conditional agent against blank, random and search; "
                                                 "judge an unconditional one with a classifier")
     eval_cmd.add_argument("--agent", required=True, help="an agent folder")
-    eval_cmd.add_argument("--images", type=_positive(int), default=50, help="held-out images (default 50)")
-    eval_cmd.add_argument("--bank", type=_at_least(0), default=200,
-                          help="random strokes the search tries per step (0: no search baselines, neither this "
-                               "one nor the teacher)")
-    eval_cmd.add_argument("--samples", type=_at_least(2), default=100,
-                          help="unconditional agents: paintings to judge (default 100)")
+    eval_cmd.add_argument("--images", type=_positive(int),
+                          help=f"conditional agents: held-out images (default {EVAL_DEFAULTS['images']})")
+    eval_cmd.add_argument("--bank", type=_at_least(0),
+                          help="conditional agents: random strokes the search tries per step (default "
+                               f"{EVAL_DEFAULTS['bank']}; 0: no search baselines, neither this one nor the teacher)")
+    eval_cmd.add_argument("--samples", type=_at_least(2),
+                          help=f"unconditional agents: paintings to judge (default {EVAL_DEFAULTS['samples']})")
     eval_cmd.add_argument("--classifier", metavar="DIR",
                           help="unconditional agents: the judge (default: agents/classifiers/<dataset>)")
     eval_cmd.add_argument("--temperature", type=_positive(float), default=None, help=TEMPERATURE_HELP)

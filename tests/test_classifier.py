@@ -228,6 +228,11 @@ def test_spiral_eval_refuses_proposals_and_refining_for_a_generator(generator_ag
             main(["eval", "--agent", str(generator_agent), "--samples", "4", option, "2"])
 
 
+def test_spiral_eval_refuses_the_counts_of_a_reconstruction_agent_for_a_generator(generator_agent):
+    with pytest.raises(SystemExit, match="paints from scratch .*--images and --bank are for the other kind"):
+        main(["eval", "--agent", str(generator_agent), "--images", "5", "--bank", "0"])
+
+
 def test_spiral_eval_says_how_to_make_a_missing_classifier(generator_agent, tmp_path):
     with pytest.raises(SystemExit, match=re.escape(f"spiral classifier --dataset mnist --out {tmp_path / 'none'}")):
         main(["eval", "--agent", str(generator_agent), "--samples", "4", "--classifier", str(tmp_path / "none")])

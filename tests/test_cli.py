@@ -15,11 +15,12 @@ from envs import Program
 
 # The console script installed beside this interpreter (the virtualenv's bin/), else on PATH.
 SPIRAL = shutil.which("spiral", path=str(Path(sys.executable).parent)) or shutil.which("spiral")
+ROOT = Path(__file__).resolve().parents[1]  # where the README's commands run, relative paths and all
 
 
 def spiral(*args: str) -> subprocess.CompletedProcess:
     assert SPIRAL, "the spiral console script is not installed (pip install -e .)"
-    return subprocess.run([SPIRAL, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([SPIRAL, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 def test_paint_random_writes_png_gif_json_and_svg(tmp_path):
@@ -72,6 +73,9 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
         (["replay", "{tmp}/p.json", "--out", "{tmp}/big.GIF"], "not a .GIF file"),
         (["gallery", "--agent", "agents/mnist-pen", "--out", "{tmp}/grid.png"], "not a .png file"),
         (["paint", "--out", "/dev/null"], "/dev/null is not a folder; --out names the folder"),
+        (["paint", "--agent", "agents/mnist-pen", "--out", "{tmp}"], "agents/mnist-pen reconstructs a target: pass --target"),
+        (["paint", "--agent", "agents/mnist-pen-gen", "--target", "docs/digit.png", "--out", "{tmp}"],
+         "agents/mnist-pen-gen paints from scratch and takes no --target"),
         (["train", "--resume", "{tmp}", "--pbt", "2"], "so --pbt cannot change it"),
         (["train", "--resume", "{tmp}", "--preset", "smoke"], "so --preset cannot change it"),
         (["train", "--resume", "{tmp}"], "is not a run folder: it has no experiment.json"),

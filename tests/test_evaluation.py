@@ -121,6 +121,8 @@ def test_spiral_eval_validation_paints_the_images_training_keeps_out(tmp_path, c
         main(["eval", "--agent", str(folder), "--images", "101", "--bank", "0", "--validation"])
     with pytest.raises(SystemExit, match="its validation images are fixed"):
         main(["eval", "--agent", str(folder), "--images", "3", "--bank", "0", "--validation", "--seed-set", "2"])
+    with pytest.raises(SystemExit, match="reconstructs given images .*--samples is for the other kind"):
+        main(["eval", "--agent", str(folder), "--samples", "3", "--validation"])
     small = export_untrained(tmp_path / "small", "mnist-recon", data=DataSettings(limit=64))
     with pytest.raises(SystemExit, match="mnist has no validation images: its training split has 64 images"):
         main(["eval", "--agent", str(small), "--images", "3", "--bank", "0", "--validation"])
