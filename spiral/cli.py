@@ -713,7 +713,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.run(args)
     except (ValueError, OSError, ImportError, MemoryError) as error:
-        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if isinstance(error, OSError) and error.strerror and error.filename:  # without Python's "[Errno 2]"
+            text = f"{error.strerror}: {error.filename}"
+        else:
+            text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         text = text or ("out of memory" if isinstance(error, MemoryError) else type(error).__name__)
         message = f"spiral {args.command}: error: {text}"
         print(message, file=sys.stderr)

@@ -65,7 +65,8 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
     [
         (["paint-random", "--brush", "classic/nope", "--out", "{tmp}"], "Unknown brush 'classic/nope'"),
         (["paint-random", "--scale", "0", "--out", "{tmp}"], "must be > 0"),
-        (["replay", "/nonexistent/painting.json", "--out", "{tmp}"], "No such file"),
+        (["replay", "/nonexistent/painting.json", "--out", "{tmp}"], "error: No such file or directory: /nonexistent/painting.json"),
+        (["paint", "--target", "{tmp}/missing.png", "--out", "{tmp}"], "error: No such file or directory: {tmp}/missing.png"),
         (["train", "--preset", "mnist-recn", "--runs-dir", "{tmp}"], "No preset 'mnist-recn'"),
         (["train", "--preset", "smoke", "training.lrr=1", "--runs-dir", "{tmp}"], "training.lrr"),
         (["paint", "--agent", "/nonexistent/agent", "--out", "{tmp}"], "No agent folder"),
@@ -85,6 +86,7 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
     result = spiral(*(arg.format(tmp=tmp_path) for arg in args))
+    message = message.format(tmp=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
