@@ -82,6 +82,8 @@ def test_replay_renders_a_program_at_another_resolution(tmp_path):
         (["train", "--resume", "{tmp}"], "is not a run folder: it has no experiment.json"),
         (["export", "{tmp}", "--out", "{tmp}/agent"], "is not a run folder"),
         (["train", "--pbt", "2", "--name", "x", "--runs-dir", "{tmp}"], "leave out --name"),
+        (["train", "--preset", "smoke", "--name", "../escaped", "--runs-dir", "{tmp}/runs"], "must be a plain name"),
+        (["replay", "docs/painting.json", "--name", "../escaped", "--out", "{tmp}"], "must be a plain name"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, args, message):
