@@ -34,7 +34,11 @@ def save_gif(frames: Iterable[np.ndarray], path: str | Path, frame_ms: int = 200
 
 
 def write_painting(program: Program, folder: str | Path, name: str = "painting", scale: float = 4.0) -> dict[str, Path]:
-    """Write ``name``.png/.gif (rendered ``scale`` times larger with the real brush), .json, .svg."""
+    """Write ``name``.png/.gif (rendered ``scale`` times larger with the real brush), .json, .svg.
+
+    ``name`` is a plain name: with a path in it (``../x``) the files would land outside ``folder``."""
+    if name in {"", ".", ".."} or Path(name).name != name:
+        raise ValueError(f"The files' name must be a plain name (no '/', not '.' or '..'), got {name!r}.")
     program.surface_size(scale)  # a scale over the pixel budget is refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -360,15 +360,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _plain_name(text: str) -> str:
-    """A name for a file or folder inside the one given (--runs-dir, --out): no path in it, so nothing
-    lands outside that folder (``--name ../x`` wrote a run next to the runs folder)."""
-    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
-    if text in {"", ".", ".."} or any(separator in text for separator in separators):
-        raise argparse.ArgumentTypeError(f"must be a plain name (no '/', not '.' or '..'), got {text!r}")
-    return text
-
-
 # What a painting's files end in: an --out with one of these names a file where a folder is meant.
 _FILE_SUFFIXES = {".png", ".gif", ".json", ".svg", ".jpg", ".jpeg", ".webp"}
 PAINTING_OUT_HELP = "the folder for the painting's .png, .gif, .json and .svg (default: output)"
@@ -578,14 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("--out", type=_output_folder, default="output", help=PAINTING_OUT_HELP)
     replay_cmd.add_argument("--scale", type=_positive(float), default=8.0)
     replay_cmd.add_argument("--brush", help="paint the same strokes with another brush")
-    replay_cmd.add_argument("--name", type=_plain_name, help="file name stem of the outputs (default: the program's)")
+    replay_cmd.add_argument("--name", help="file name stem of the outputs (default: the program's)")
     replay_cmd.set_defaults(run=replay)
 
     train_cmd = commands.add_parser("train", help="train an agent with RLlib (see train/presets)")
     train_cmd.add_argument("--preset", help="a name in train/presets or a .toml path (default: mnist-recon)")
     train_cmd.add_argument("overrides", nargs="*", help="section.field=value, e.g. training.lr=3e-4")
     train_cmd.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    train_cmd.add_argument("--name", type=_plain_name, help="the run folder's name under --runs-dir (default: <preset>-<time>)")
+    train_cmd.add_argument("--name", help="the run folder's name under --runs-dir (default: <preset>-<time>)")
     train_cmd.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     train_cmd.add_argument("--iterations", type=_positive(int), help="stop after this many (default: preset's)")
     train_cmd.add_argument("--address", help="join this Ray cluster instead of starting a local one")

@@ -23,7 +23,10 @@ from spiral.experiment import Experiment
 
 
 def new_run_folder(runs_dir: Path, name: str) -> Path:
-    """``runs_dir/name``, made now; an existing one is refused, never trained over."""
+    """``runs_dir/name``, made now; an existing one is refused, never trained over, and so is a name with a
+    path in it (``../x`` would put the run outside ``runs_dir``)."""
+    if name in {"", ".", ".."} or Path(name).name != name:
+        raise ValueError(f"A run's name must be a plain name (no '/', not '.' or '..'), got {name!r}.")
     folder = Path(runs_dir) / name
     try:
         folder.mkdir(parents=True, exist_ok=False)
