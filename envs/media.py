@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from envs.program import Program
+from envs.storage import require_plain_name
 
 
 def enlarge(canvas: np.ndarray, size: int) -> Image.Image:
@@ -37,8 +38,7 @@ def write_painting(program: Program, folder: str | Path, name: str = "painting",
     """Write ``name``.png/.gif (rendered ``scale`` times larger with the real brush), .json, .svg.
 
     ``name`` is a plain name: with a path in it (``../x``) the files would land outside ``folder``."""
-    if name in {"", ".", ".."} or Path(name).name != name:
-        raise ValueError(f"The files' name must be a plain name (no '/', not '.' or '..'), got {name!r}.")
+    require_plain_name(name, "The files' name")
     program.surface_size(scale)  # a scale over the pixel budget is refused before anything is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,14 @@ def _parses(line: str) -> bool:
     return True
 
 
+def require_plain_name(name: str, what: str) -> str:
+    """``name``, refused unless it names one entry of a folder: a path in it (``../x``) would put
+    what is written under that name outside the folder meant for it. ``what`` starts the message."""
+    if name in {"", ".", ".."} or Path(name).name != name:
+        raise ValueError(f"{what} must be a plain name (no '/', not '.' or '..'), got {name!r}.")
+    return name
+
+
 def write_file(path: str | Path, fill: Callable[[Path], None]) -> Path:
     """Replace the file ``path`` with what ``fill`` writes to the temporary path it is given.
 

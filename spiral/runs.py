@@ -19,15 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from envs.storage import require_plain_name
 from spiral.experiment import Experiment
 
 
 def new_run_folder(runs_dir: Path, name: str) -> Path:
     """``runs_dir/name``, made now; an existing one is refused, never trained over, and so is a name with a
     path in it (``../x`` would put the run outside ``runs_dir``)."""
-    if name in {"", ".", ".."} or Path(name).name != name:
-        raise ValueError(f"A run's name must be a plain name (no '/', not '.' or '..'), got {name!r}.")
-    folder = Path(runs_dir) / name
+    folder = Path(runs_dir) / require_plain_name(name, "A run's name")
     try:
         folder.mkdir(parents=True, exist_ok=False)
     except FileExistsError:

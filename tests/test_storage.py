@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from envs import storage
-from envs.storage import FileFormat, write_file, write_folder
+from envs.storage import FileFormat, require_plain_name, write_file, write_folder
 
 NOTES = FileFormat("spiral-notes", 2, "spiral notes file")
 
@@ -107,3 +107,13 @@ def test_a_file_that_is_not_text_is_refused(tmp_path):
     path.write_bytes(b"\x89PNG\xff")
     with pytest.raises(ValueError, match="notes.json is not UTF-8 text"):
         NOTES.read(path)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "/abs"])
+def test_a_name_with_a_path_in_it_is_refused(name):
+    with pytest.raises(ValueError, match=r"A run's name must be a plain name .*" + repr(name).replace(".", r"\.")):
+        require_plain_name(name, "A run's name")
+
+
+def test_a_plain_name_is_returned_as_it_is():
+    assert require_plain_name("painting-3.v2", "The files' name") == "painting-3.v2"
