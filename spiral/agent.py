@@ -5,7 +5,9 @@ An exported agent is a folder of plain files that anyone can inspect:
 - ``agent.json``: what the agent paints with and was trained on (environment settings, network
   sizes, action space, dataset, training counters): an ``AgentManifest`` (``spiral.manifest``);
 - ``policy.pt`` and ``discriminator.pt``: ``state_dict``s saved with ``torch.save``, loaded with
-  ``torch.load(weights_only=True)``: a file that is not plain tensors is refused, never unpickled.
+  ``torch.load(weights_only=True)``: a file that is not plain tensors is refused, never unpickled;
+- ``mix_classifier.pt``, for a generator that corrects its class mix (``spiral.class_mix``): the same kind
+  of file.
 
 ``write_agent`` writes such a folder atomically (``envs.storage``); ``load_agent`` reads one back;
 ``write_average`` writes the mean of several agents' weights as one.
@@ -16,12 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +41,9 @@ from spiral.network_config import NetworkConfig
 from spiral.policy import PolicyNetwork, check_network_size, check_temperature
 from spiral.search import hill_climb
 
+if TYPE_CHECKING:  # spiral.classifier judges agents' paintings: it imports this module
+    from spiral.classifier import Classifier
+
 MAX_SEED = 2**63 - 1  # torch's generators take a signed 64-bit seed
 # Episodes per network pass in Agent.paint_all: enough that the pass costs little per frame on two cores,
 # few enough that the SPIRAL-size network's activations stay small.
@@ -53,6 +59,7 @@ class Episode:
     target: np.ndarray | None = None
     l2: float | None = None  # mean squared error to the target, pixels in [0, 1]
     actions: list[list[int]] = field(default_factory=list)
+    draws: int = 1  # paintings its seed took: more than 1 where a generator's class-mix correction redrew it
 
     @property
     def canvas(self) -> np.ndarray:
@@ -63,9 +70,14 @@ class Agent:
     """A trained (or untrained) policy with its manifest: the environment settings it paints with,
     the data it was trained on."""
 
-    def __init__(self, policy: PolicyNetwork, manifest: AgentManifest):
+    def __init__(self, policy: PolicyNetwork, manifest: AgentManifest, mix_classifier: Classifier | None = None):
+        """``mix_classifier``: the classifier that names a generator's classes, where its manifest names a
+        ``class_mix`` (``spiral.class_mix``); None for every other agent."""
+        if (mix_classifier is None) != (manifest.class_mix is None):
+            raise ValueError("An agent has a mix classifier exactly when its manifest names a class_mix.")
         self.policy = policy.eval()
         self.manifest = manifest
+        self.mix_classifier = None if mix_classifier is None else mix_classifier.eval()
 
     @property
     def paint_config(self) -> PaintConfig:
@@ -167,6 +179,11 @@ class Agent:
         takes the colour of what stays visible of it), and the painting keeps the new colours where they
         lower its error. The episode's program, frames and actions are the refitted painting's, so it
         replays as shown; its strokes are where the agent put them.
+
+        A generator with a class-mix correction (``spiral.class_mix``) redraws the sampled paintings it
+        rejects from seeds derived from their own (``Episode.draws`` counts the paintings), at the
+        temperatures the correction was measured at, its own; at others, and greedy (which paints the same
+        whatever the seed), it paints as the generator alone does.
         """
         temperatures = self.sampling_temperatures(temperature, first_stroke_temperature)
         check_proposals(proposals, self.conditional, refine)
@@ -189,15 +206,41 @@ class Agent:
             prepared = [None] * len(seeds)
         for seed in seeds:
             _check_seed(seed)
+        if self.mix_classifier is not None and not greedy and temperatures == self.sampling_temperatures():
+            return self._paint_mixed([_random_seed() if seed is None else seed for seed in seeds], temperatures)
+        return self._paint_batches(prepared, seeds, greedy, temperatures, proposals, refine)
+
+    def _paint_batches(self, prepared: list[np.ndarray | None], seeds: list[int | None], greedy: bool,
+                       temperatures: tuple[float, float], proposals: int = 1, refine: int = 0) -> list[Episode]:
         return [episode for start in range(0, len(seeds), PAINT_BATCH)
                 for episode in self._paint_batch(prepared[start:start + PAINT_BATCH], seeds[start:start + PAINT_BATCH],
                                                  greedy, temperatures, proposals, refine)]
+
+    def _paint_mixed(self, seeds: list[int], temperatures: tuple[float, float]) -> list[Episode]:
+        """A generator's samples with its class-mix correction: each seed's painting, painted again from
+        ``redraw_seed(seed, 1)``, ``(seed, 2)`` ... while the correction rejects it, up to its tries."""
+        from spiral.class_mix import kept, redraw_seed
+
+        class_mix = self.manifest.class_mix
+        episodes = self._paint_batches([None] * len(seeds), seeds, False, temperatures)
+        pending = list(range(len(seeds)))
+        for attempt in range(1, class_mix.tries):
+            canvases = np.stack([episodes[i].canvas for i in pending])
+            keep = kept(self.mix_classifier, class_mix, canvases, [seeds[i] for i in pending], attempt - 1)
+            pending = [i for i, keep_it in zip(pending, keep) if not keep_it]
+            if not pending:
+                break
+            redrawn = self._paint_batches([None] * len(pending), [redraw_seed(seeds[i], attempt) for i in pending],
+                                          False, temperatures)
+            for i, episode in zip(pending, redrawn):
+                episodes[i] = dataclasses.replace(episode, draws=attempt + 1)
+        return episodes
 
     def _paint_batch(self, prepared: list[np.ndarray | None], seeds: list[int | None], greedy: bool,
                      temperatures: tuple[float, float], proposals: int, refine: int) -> list[Episode]:
         """Episodes painted in lockstep, each in its own ``PaintEnv``, the network run on all at once;
         ``temperatures``: the first stroke's and the later strokes'."""
-        seeds = [int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed for seed in seeds]
+        seeds = [_random_seed() if seed is None else seed for seed in seeds]
         envs = [PaintEnv(self.paint_config, target_source=None if target is None else target[None])
                 for target in prepared]
         try:
@@ -355,12 +398,26 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def write_agent(folder: str | Path, policy_state: dict[str, torch.Tensor], discriminator_state: dict[str, torch.Tensor],
-                manifest: AgentManifest) -> Path:
-    """Write an agent folder atomically: a reader sees the old folder or the new one, never half."""
+                manifest: AgentManifest, mix_classifier_state: dict[str, torch.Tensor] | None = None,
+                provenance: Path | None = None) -> Path:
+    """Write an agent folder atomically: a reader sees the old folder or the new one, never half.
+
+    ``mix_classifier_state``: the classifier of a generator whose manifest names a ``class_mix``.
+    ``provenance``: an agent folder whose ``experiment.json`` and TensorBoard scalars (``tb/``), where it has them,
+    go with the new agent, which was made from its weights (``spiral class-mix``)."""
+    if (mix_classifier_state is None) != (manifest.class_mix is None):
+        raise ValueError("An agent has a mix classifier exactly when its manifest names a class_mix.")
+
     def fill(staging: Path) -> None:
         torch.save(policy_state, staging / "policy.pt")
         torch.save(discriminator_state, staging / "discriminator.pt")
+        if mix_classifier_state is not None:
+            torch.save(mix_classifier_state, staging / "mix_classifier.pt")
         (staging / "agent.json").write_text(json.dumps(manifest.to_dict(), indent=2))
+        if provenance is not None and (provenance / "experiment.json").is_file():
+            shutil.copy2(provenance / "experiment.json", staging / "experiment.json")
+        if provenance is not None and (provenance / "tb").is_dir():
+            shutil.copytree(provenance / "tb", staging / "tb")
 
     return write_folder(folder, fill)
 
@@ -382,7 +439,11 @@ def set_temperature(folder: str | Path, temperature: float, first_stroke_tempera
     ``spiral eval``, the app): for a generator shipped with the temperatures chosen on validation
     (``spiral eval --validation --temperature --first-stroke-temperature``; ``scripts/ship_agent.sh``)."""
     path = Path(folder) / "agent.json"
-    manifest = dataclasses.replace(AgentManifest.read(path), temperature=temperature,
+    manifest = AgentManifest.read(path)
+    if manifest.class_mix is not None:
+        raise ValueError(f"{folder} corrects its class mix as measured at its temperatures: set them on the generator "
+                         f"it was made from, then make the correction again (spiral class-mix).")
+    manifest = dataclasses.replace(manifest, temperature=temperature,
                                    first_stroke_temperature=first_stroke_temperature)  # checked in __post_init__
     write_file(path, lambda staging: staging.write_text(json.dumps(manifest.to_dict(), indent=2)))
 
@@ -396,8 +457,9 @@ def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Se
     point beat the shipped clone on both. A mean of unrelated networks means nothing, so the sources
     must share actions, network and data; the brush may differ (a clone cloned further with another
     ``--brush``), since it changes what a stroke looks like, not the actions. The result takes the
-    first one's ``agent.json`` (name, brush, temperatures, training counters) and discriminator.
-    ``weights`` are relative (default equal), normalised to sum to 1; float16-stored weights are averaged in float32, tensors equal in every
+    first one's ``agent.json`` (name, brush, temperatures, training counters) and discriminator, but not
+    its class-mix correction (``spiral.class_mix``), measured on the samples of its own weights. ``weights``
+    are relative (default equal), normalised to sum to 1; float16-stored weights are averaged in float32, tensors equal in every
     source are kept exactly.
     """
     if len(sources) < 2:
@@ -428,7 +490,7 @@ def write_average(folder: str | Path, sources: Sequence[str | Path], weights: Se
         else:
             raise ValueError(f"{key!r} is a {value.dtype} tensor that differs between the agents: it has no mean.")
     discriminator = load_weights(Path(sources[0]) / "discriminator.pt")
-    return write_agent(folder, averaged, discriminator, first)
+    return write_agent(folder, averaged, discriminator, dataclasses.replace(first, class_mix=None))
 
 
 def load_agent(path: str | Path) -> Agent:
@@ -452,7 +514,17 @@ def load_agent(path: str | Path) -> Agent:
         policy.load_state_dict(load_weights(folder / "policy.pt"))
     except (RuntimeError, TypeError) as error:  # shapes, names or types that do not match agent.json
         raise ValueError(f"{folder / 'policy.pt'} does not fit the network agent.json describes: {error}") from error
-    return Agent(policy, manifest)
+    classifier = None
+    if manifest.class_mix is not None:
+        from spiral.class_mix import mix_classifier
+
+        classifier = mix_classifier(len(manifest.class_mix.accept))
+        try:
+            classifier.load_state_dict(load_weights(folder / "mix_classifier.pt"))
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"{folder / 'mix_classifier.pt'} does not fit the class_mix agent.json describes: "
+                             f"{error}") from error
+    return Agent(policy, manifest, classifier)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -493,6 +565,10 @@ def _policy(manifest: AgentManifest) -> PolicyNetwork:
              manifest.network)
     check_network_size(*shape)  # before any memory is asked for
     return PolicyNetwork(*shape)
+
+
+def _random_seed() -> int:
+    return int(np.random.SeedSequence().entropy % 2**63)
 
 
 def _check_seed(seed: int | None) -> None:

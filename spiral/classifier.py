@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,28 +129,38 @@ def train_classifier(dataset: str, epochs: int = 4, seed: int = 0, progress: boo
 
     check_supported(dataset)
     data = load_dataset(dataset, INPUT_SIZE, limit=limit, seed=seed)
+    classifier = fit_classifier(data.train, data.labels_train, data.num_classes, epochs, seed, progress, batch_size,
+                                lr, desc=f"classifier {dataset}")
+    return classifier, accuracy(classifier, data.test, data.labels_test)
+
+
+def fit_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int = 4, seed: int = 0,
+                   progress: bool = True, batch_size: int = 128, lr: float = 2e-3, desc: str = "classifier"
+                   ) -> Classifier:
+    """A ``Classifier`` trained on uint8 (N, H, W, C) images and their int labels (seen in grey), each image
+    jittered as ``train_classifier`` says, the learning rate decaying linearly to zero over ``epochs``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    classifier = Classifier(data.num_classes)
-    images, labels = to_tensor(data.train, 1), torch.as_tensor(data.labels_train)
-    steps = epochs * math.ceil(len(images) / batch_size)
+    classifier = Classifier(num_classes)
+    x, y = to_tensor(images, 1), torch.as_tensor(np.asarray(labels, np.int64))
+    steps = epochs * math.ceil(len(x) / batch_size)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     classifier.train()
-    with tqdm(total=steps, desc=f"classifier {dataset}", disable=not progress) as bar:
+    with tqdm(total=steps, desc=desc, disable=not progress) as bar:
         for _ in range(epochs):
-            order = torch.randperm(len(images), generator=generator)
-            for start in range(0, len(images), batch_size):
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), batch_size):
                 batch = order[start:start + batch_size]
-                loss = F.cross_entropy(classifier(_jitter(images[batch], generator)), labels[batch])
+                loss = F.cross_entropy(classifier(_jitter(x[batch], generator)), y[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    _recompute_batch_norm(classifier, images[:10_000], batch_size)
-    return classifier, accuracy(classifier, data.test, data.labels_test)
+    _recompute_batch_norm(classifier, x[:10_000], batch_size)
+    return classifier
 
 
 @torch.no_grad()
@@ -306,6 +316,7 @@ class SampleReport:
     reference_size: int
     threshold: float = CONFIDENT
     split: str = "test"
+    paintings_per_sample: float = 1.0  # more than 1 where a class-mix correction redrew some (spiral.class_mix)
 
     def markdown(self) -> str:
         """Two Markdown tables: the metrics, then the class histogram."""
@@ -315,6 +326,9 @@ class SampleReport:
                 ("classes covered", lambda s: f"{s.classes_covered} / {classes}"),
                 (f"Fréchet distance to {self.reference_size} real {self.split} images",
                  lambda s: f"{s.frechet_distance:.2f}")]
+        if self.paintings_per_sample != 1:
+            rows.append(("paintings per sample (the class-mix correction's redraws)",
+                         lambda s: f"{self.paintings_per_sample:.2f}" if s is self.generated else ""))
         lines = [f"| | generated | real ({'held-out' if self.split == 'test' else self.split}) |", "|---|---|---|"]
         lines += [f"| {name} | {value(self.generated)} | {value(self.real)} |" for name, value in rows]
         lines += ["", "| class | " + " | ".join(map(str, range(classes))) + " |", "|---" * (classes + 1) + "|"]
@@ -361,13 +375,15 @@ def evaluate_generator(agent: Agent, classifier: Classifier, real_images: np.nda
     """
     seeds = range(first_seed, first_seed + samples)
     with tqdm(total=samples, desc="painting samples") as bar:
-        canvases = []
+        canvases, paintings = [], 0
         for start in range(0, samples, PAINT_BATCH):
             batch = agent.paint_all(seeds=seeds[start:start + PAINT_BATCH], greedy=greedy, temperature=temperature,
                                     first_stroke_temperature=first_stroke_temperature)
             canvases += [episode.canvas for episode in batch]
+            paintings += sum(episode.draws for episode in batch)
             bar.update(len(batch))
     canvases = np.stack(canvases)
     if agent.manifest.data.invert:
         canvases = 255 - canvases
-    return evaluate_samples(classifier, canvases, real_images, split=split)
+    report = evaluate_samples(classifier, canvases, real_images, split=split)
+    return replace(report, paintings_per_sample=paintings / samples)

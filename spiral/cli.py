@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -288,12 +289,44 @@ def average(args: argparse.Namespace) -> None:
     """Write the agent whose weights are the weighted mean of several agents' (spiral.agent.write_average)."""
     from spiral.agent import write_average
 
-    out = Path(args.out)
+    out = _agent_out(args.out)
+    shown = "equal weights" if args.weights is None else "weights " + ", ".join(f"{w:g}" for w in args.weights)
+    print(f"agent: {write_average(out, args.agents, args.weights)}  (the mean of {len(args.agents)} agents, {shown})")
+
+
+def class_mix(args: argparse.Namespace) -> None:
+    """Write a generator that paints its classes as often as its data has them (spiral.class_mix)."""
+    from spiral.agent import load_agent, load_weights, write_agent
+    from spiral.class_mix import MixSettings, train_class_mix
+    from spiral.programs import read_programs
+
+    out = _agent_out(args.out)
+    settings = MixSettings(samples=args.samples, epochs=args.epochs, tries=args.tries, seed=args.seed)
+    agent = load_agent(args.agent)
+    trained = train_class_mix(agent, read_programs(args.programs), settings)
+    manifest = dataclasses.replace(agent.manifest, class_mix=trained.class_mix)
+    folder = write_agent(out, load_weights(Path(args.agent) / "policy.pt"),
+                         load_weights(Path(args.agent) / "discriminator.pt"), manifest, trained.state,
+                         provenance=Path(args.agent))
+
+    def shares(mix) -> str:
+        return " ".join(f"{share:.1%}" for share in mix)
+
+    print(f"the mix classifier on held-out programs: {trained.held_out_accuracy:.1%} right")
+    print(f"classes of the data:      {shares(trained.data_mix)}")
+    print(f"classes of the generator: {shares(trained.own_mix)} ({settings.samples} samples)")
+    print(f"kept on the first draw:   {shares(trained.class_mix.accept)}; about {trained.mean_draws:.2f} paintings "
+          f"a sample, {settings.tries} at most")
+    print(f"agent: {folder}")
+
+
+def _agent_out(path: str) -> Path:
+    """``--out`` of a command that writes an agent folder: a new folder, or an agent folder it replaces."""
+    out = Path(path)
     if out.is_file() or (out.is_dir() and not (out / "agent.json").is_file() and any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an agent folder: --out replaces the folder it names, so name a "
                          f"new one or an agent folder to replace.")
-    shown = "equal weights" if args.weights is None else "weights " + ", ".join(f"{w:g}" for w in args.weights)
-    print(f"agent: {write_average(out, args.agents, args.weights)}  (the mean of {len(args.agents)} agents, {shown})")
+    return out
 
 
 def train_judge(args: argparse.Namespace) -> None:
@@ -659,6 +692,22 @@ def build_parser() -> argparse.ArgumentParser:
                              help="one relative weight per agent (default: equal), normalised to sum to 1")
     average_cmd.add_argument("--out", required=True, help="the agent folder to write (replaced if it is one)")
     average_cmd.set_defaults(run=average)
+
+    mix_cmd = commands.add_parser("class-mix", help="a generator that paints its classes as often as its data has "
+                                                    "them: redraw samples of the classes it paints too often")
+    mix_cmd.add_argument("--agent", required=True, help="a generator (an agent that paints from scratch)")
+    mix_cmd.add_argument("--programs", required=True,
+                         help="the programs file it was cloned on (spiral programs): painted with the generator's "
+                              "brush and labelled by their dataset, they train the classifier that names a "
+                              "sample's class")
+    mix_cmd.add_argument("--out", required=True, help="the agent folder to write: the generator with its correction")
+    mix_cmd.add_argument("--samples", type=_positive(int), default=3_000,
+                         help="samples painted to measure the generator's own mix (default 3000)")
+    mix_cmd.add_argument("--epochs", type=_positive(int), default=3, help="the classifier's passes over the programs")
+    mix_cmd.add_argument("--tries", type=_positive(int), default=4,
+                         help="paintings per sample at most; the last is kept (default 4)")
+    mix_cmd.add_argument("--seed", type=_at_least(0), default=0)
+    mix_cmd.set_defaults(run=class_mix)
 
     classifier_cmd = commands.add_parser("classifier", help="train the classifier that judges unconditional agents")
     classifier_cmd.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default mnist)")

@@ -44,6 +44,28 @@ class DiscriminatorRecord:
     spectral_norm: bool
 
 
+MAX_SAMPLE_TRIES = 16  # paintings per sample at most: a correction that rejects nearly all would cost this many
+
+
+@dataclass(frozen=True)
+class ClassMix:
+    """A generator's correction of its class mix (``spiral.class_mix``): a sample that its own classifier
+    (``mix_classifier.pt``) puts in class ``c`` is kept with probability ``accept[c]``, else painted again from a
+    seed derived from its own, up to ``tries`` paintings in all; the last is kept whatever its class."""
+
+    accept: tuple[float, ...]
+    tries: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.accept, tuple) or len(self.accept) < 2 or not all(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+                for value in self.accept):
+            raise ValueError(f"accept must list a probability in (0, 1] for each of 2 or more classes, got "
+                             f"{self.accept!r}.")
+        if isinstance(self.tries, bool) or not isinstance(self.tries, int) or not 1 <= self.tries <= MAX_SAMPLE_TRIES:
+            raise ValueError(f"tries must be a whole number from 1 to {MAX_SAMPLE_TRIES}, got {self.tries!r}.")
+
+
 @dataclass(frozen=True)
 class AgentManifest:
     """The contents of ``agent.json``.
@@ -69,11 +91,17 @@ class AgentManifest:
     # decides much of what it paints (which digit): drawn from the policy's own distribution (1), the
     # mix of what it paints stays the data's while the later strokes are drawn at a lower temperature.
     first_stroke_temperature: float | None = None
+    # A generator that redraws samples to paint its classes as often as its data has them (None: every sample is
+    # kept); measured at the temperatures above.
+    class_mix: ClassMix | None = None
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)
         if self.first_stroke_temperature is not None:
             check_temperature(self.first_stroke_temperature)
+        if self.class_mix is not None and self.conditional:
+            raise ValueError("class_mix corrects the samples of an agent that paints from scratch; this one "
+                             "reconstructs targets.")
 
     @property
     def action_names(self) -> tuple[str, ...]:
@@ -102,6 +130,7 @@ class AgentManifest:
             **{key: plain(getattr(self, key)) for key in ("data", "reward", "discriminator", "training")},
             "temperature": self.temperature,
             "first_stroke_temperature": self.first_stroke_temperature,
+            "class_mix": plain(self.class_mix),
         })
 
     @classmethod
@@ -164,6 +193,11 @@ def _decode(hint: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in options:
             return None
         (hint,) = [option for option in options if option is not type(None)]
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a JSON list of X
+        if not isinstance(value, list):
+            raise _FieldError(path, f"must be a JSON list, got {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_decode(item, element, f"{path}[{index}]") for index, element in enumerate(value))
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise _FieldError(path, f"must be a JSON object, got {value!r}")

@@ -108,6 +108,20 @@ class ProgramsFile:
         images = split_images(self.header["data"], self.config, max(self.indices) + 1)
         return np.ascontiguousarray(images[self.indices])
 
+    def labels(self) -> tuple[np.ndarray, int]:
+        """The class labels of the images the records paint, in their order, and the dataset's number of classes;
+        a ValueError for a dataset without labels (a folder of images)."""
+        from spiral.datasets import load_dataset
+
+        data = self.header["data"]
+        count = max(self.indices) + 1 if self.records else 0
+        loaded = load_dataset(data["dataset"], self.config.canvas_size, color=data["color"], invert=data["invert"],
+                              limit=count, seed=data["seed"])
+        labels = loaded.labels_train if data["split"] == "train" else loaded.labels_test
+        if labels is None:
+            raise ValueError(f"{self.path} paints {data['dataset']}, whose images have no class labels.")
+        return np.asarray(labels[self.indices], np.int64), loaded.num_classes
+
     def generator_experiment(self) -> Experiment:
         """The unconditional experiment that learns to paint such programs from scratch: the painting
         agent's environment, network and data, no target (``reward.conditional = false``) and
