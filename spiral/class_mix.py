@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spiral.agent import PAINT_BATCH
 from spiral.classifier import Classifier, accuracy, fit_classifier, predict
 from spiral.manifest import ClassMix
 
@@ -103,10 +104,10 @@ def train_class_mix(agent: Agent, programs: ProgramsFile, settings: MixSettings 
     if tuple(programs.config.canvas_size) != tuple(config.canvas_size):
         raise ValueError(f"{programs.path} paints {programs.config.canvas_size[0]}x{programs.config.canvas_size[1]} "
                          f"canvases and the agent {config.canvas_size[0]}x{config.canvas_size[1]}.")
-    labels, classes = programs.labels()
     if len(programs.records) < MIN_PROGRAMS:
         raise ValueError(f"{programs.path} has {len(programs.records)} programs: a classifier needs {MIN_PROGRAMS} at "
                          f"least (the shipped generator's had 20,000).")
+    labels, classes = programs.labels()
     images = np.stack([replace(record.program, brush=config.brush, background=config.background).render()
                        for record in tqdm(programs.records, desc="painting the programs", disable=not progress)])
     held = max(2, int(len(images) * HELD_OUT))
@@ -117,9 +118,9 @@ def train_class_mix(agent: Agent, programs: ProgramsFile, settings: MixSettings 
     seeds = range(MIX_FIRST_SEED, MIX_FIRST_SEED + settings.samples)
     samples = []
     with tqdm(total=settings.samples, desc="painting samples", disable=not progress) as bar:
-        for start in range(0, settings.samples, 64):
-            samples += [episode.canvas for episode in agent.paint_all(seeds=seeds[start:start + 64])]
-            bar.update(len(seeds[start:start + 64]))
+        for start in range(0, settings.samples, PAINT_BATCH):
+            samples += [episode.canvas for episode in agent.paint_all(seeds=seeds[start:start + PAINT_BATCH])]
+            bar.update(len(seeds[start:start + PAINT_BATCH]))
     counts = np.bincount(predict(classifier, np.stack(samples))[0].argmax(axis=1), minlength=classes)
     own_mix = (counts + 1) / (counts.sum() + classes)  # one count added: a class never painted still gets a share
     data_mix = np.bincount(labels, minlength=classes) / len(labels)

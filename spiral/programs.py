@@ -111,12 +111,8 @@ class ProgramsFile:
     def labels(self) -> tuple[np.ndarray, int]:
         """The class labels of the images the records paint, in their order, and the dataset's number of classes;
         a ValueError for a dataset without labels (a folder of images)."""
-        from spiral.datasets import load_dataset
-
         data = self.header["data"]
-        count = max(self.indices) + 1 if self.records else 0
-        loaded = load_dataset(data["dataset"], self.config.canvas_size, color=data["color"], invert=data["invert"],
-                              limit=count, seed=data["seed"])
+        loaded = _load_split_data(data, self.config, max(self.indices) + 1 if self.records else 0)
         labels = loaded.labels_train if data["split"] == "train" else loaded.labels_test
         if labels is None:
             raise ValueError(f"{self.path} paints {data['dataset']}, whose images have no class labels.")
@@ -199,16 +195,21 @@ def programs_header(agent: Agent, agent_folder: str | Path, dataset: str, split:
 
 def split_images(data: dict[str, Any], config: PaintConfig, count: int | None) -> np.ndarray:
     """The first ``count`` images of the header's split (all of them for None), as ``data`` loads them."""
-    from spiral.datasets import load_dataset
-
-    loaded = load_dataset(data["dataset"], config.canvas_size, color=data["color"], invert=data["invert"],
-                          limit=count, seed=data["seed"])
+    loaded = _load_split_data(data, config, count)
     images = loaded.train if data["split"] == "train" else loaded.test
     if count is not None and len(images) < count:
         raise ValueError(f"{data['dataset']} has {len(images)} {data['split']} images; {count} were asked for.")
     if len(images) == 0:
         raise ValueError(f"The {data['split']} split of {data['dataset']} is empty: there is nothing to paint.")
     return images
+
+
+def _load_split_data(data: dict[str, Any], config: PaintConfig, count: int | None):
+    """The dataset a header's ``data`` names, at the environment's canvas size, its first ``count`` images a split."""
+    from spiral.datasets import load_dataset
+
+    return load_dataset(data["dataset"], config.canvas_size, color=data["color"], invert=data["invert"],
+                        limit=count, seed=data["seed"])
 
 
 # --- reading ----------------------------------------------------------------------------------------------

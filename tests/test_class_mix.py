@@ -141,8 +141,8 @@ def test_bad_input_is_refused(generator, programs, tmp_path):
 def test_programs_of_unlabelled_images_are_refused(generator, tmp_path):
     images = tmp_path / "sketches"
     images.mkdir()
-    for index in range(3):
-        Image.fromarray(np.full((28, 28), 60 * index, np.uint8)).save(images / f"{index}.png")
+    for index in range(10):  # enough programs for a classifier: the labels are what is missing
+        Image.fromarray(np.full((28, 28), 25 * index, np.uint8)).save(images / f"{index}.png")
     generate_programs(PAINTER, f"folder:{images}", tmp_path / "programs.jsonl", progress=False)
     with pytest.raises(CommandError, match="have no class labels"):
         main(["class-mix", "--agent", str(generator), "--programs", str(tmp_path / "programs.jsonl"),
