@@ -152,6 +152,19 @@ class SpatialHead(nn.Module):
                 + F.conv2d(fine, weight_fine, padding=1)).flatten(1)
 
 
+def _spatial_logits(head: SpatialHead, z: torch.Tensor, spatial: torch.Tensor, fine: torch.Tensor | None,
+                    prefixes: torch.Tensor) -> torch.Tensor:
+    """``head``'s logits for every row, computed once for each distinct row of ``prefixes`` (rows, k: the row
+    of features a row copies, then the choices so far), which fix its inputs: the end point's head runs
+    on each episode's two flag choices, not on all its proposals, and the control point's once for
+    each distinct end point among them."""
+    unique, inverse = torch.unique(prefixes, dim=0, return_inverse=True)
+    if len(unique) == len(prefixes):
+        return head(z, spatial, fine)
+    first = torch.full((len(unique),), len(prefixes)).scatter_reduce_(0, inverse, torch.arange(len(prefixes)), "amin")
+    return head(z[first], spatial[first], None if fine is None else fine[first])[inverse]
+
+
 def _draw(probabilities: torch.Tensor, generators: Sequence[torch.Generator] | None,
           uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """One choice per row of ``probabilities`` (rows, choices), row ``i`` drawn from ``generators[i]``, or where
@@ -286,13 +299,19 @@ class PolicyNetwork(nn.Module):
 
     def _autoregress(self, features: torch.Tensor, actions: torch.Tensor | None, greedy: bool,
                      generators: Sequence[torch.Generator] | None = None, temperature: float = 1.0,
-                     uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     uniforms: torch.Tensor | None = None, origins: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Walk the heads in order; sample (or take ``actions``) and condition on each choice.
 
         ``generators``, where given, hold one random stream per row of features (per episode): each
         row's choice is drawn from its own, so a seeded episode paints the same strokes whichever
         others share its batch (``spiral.agent.Agent.paint_all``). ``uniforms`` (rows, heads), where
         given instead, are the draws themselves (``propose``).
+
+        ``origins`` (rows,), where given, says which rows repeat the same features (``propose``'s
+        copies of one episode's): rows with the same origin and the same choices so far have the same
+        ``z``, so each spatial head, the network's costliest part, runs once for them
+        (``_spatial_logits``).
         """
         leading, hidden, channels = features.shape[:-1], self.config.hidden, self.config.channels
         flat = features.reshape(-1, features.shape[-1])
@@ -305,7 +324,12 @@ class PolicyNetwork(nn.Module):
         if actions is not None:
             actions = actions.reshape(-1, actions.shape[-1])
         for i, (name, head) in enumerate(zip(self.names, self.heads)):
-            component_logits = head(z, spatial, fine) if name in SPATIAL else head(z)
+            if name not in SPATIAL:
+                component_logits = head(z)
+            elif origins is None:
+                component_logits = head(z, spatial, fine)
+            else:
+                component_logits = _spatial_logits(head, z, spatial, fine, torch.stack([origins, *chosen], dim=1))
             if actions is not None:
                 choice = actions[..., i].long()
             elif greedy:
@@ -342,7 +366,7 @@ class PolicyNetwork(nn.Module):
         rows, heads = features.shape[0], len(self.names)
         uniforms = torch.stack([torch.rand((count, heads), generator=stream) for stream in generators], dim=1)
         actions, _ = self._autoregress(features.reshape(rows, -1).repeat(count, 1), None, False, None, temperature,
-                                       uniforms.reshape(count * rows, heads))
+                                       uniforms.reshape(count * rows, heads), torch.arange(rows).repeat(count))
         return actions.view(count, rows, heads)
 
     def training_pass(self, observation: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor],

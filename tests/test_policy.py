@@ -155,6 +155,27 @@ def test_proposals_are_drawn_from_the_policy_each_row_from_its_own_stream(condit
                 assert 0.5 * (frequencies[0] - frequencies[1]).abs().sum() < 0.08, (temperature, head)
 
 
+def test_proposals_run_each_spatial_head_once_per_distinct_choice_so_far(conditional_env):
+    """propose's copies of an episode share their features: its spatial heads (the network's costliest part) run
+    once for each distinct (episode, choices so far), with what running them on every copy gives."""
+    net = network(conditional_env)
+    rows, count, heads = 3, 40, len(net.names)
+    with torch.no_grad():
+        features, _ = net.features(observations(conditional_env, rows, 1), net.initial_state(rows))
+        repeated = features.reshape(rows, -1).repeat(count, 1)
+        uniforms = torch.rand((count * rows, heads), generator=torch.Generator().manual_seed(0))
+        batch_sizes = []
+        end_head = net.heads[net.names.index("end")]
+        hook = end_head.register_forward_pre_hook(lambda module, inputs: batch_sizes.append(len(inputs[0])))
+        shared = net._autoregress(repeated, None, False, None, 1.0, uniforms, torch.arange(rows).repeat(count))
+        hook.remove()
+        every_row = net._autoregress(repeated, None, False, None, 1.0, uniforms)
+    assert batch_sizes == [len(torch.unique(shared[0][:, :1] + 2 * torch.arange(rows).repeat(count)[:, None]))]
+    assert batch_sizes[0] <= 2 * rows  # one run per episode and flag, not per proposal (120 rows)
+    assert torch.equal(shared[0], every_row[0])
+    torch.testing.assert_close(shared[1], every_row[1])
+
+
 def test_an_inverse_transform_draw_never_takes_a_choice_of_zero_probability():
     probabilities = torch.tensor([[0.0, 0.5, 0.5, 0.0]] * 3)
     chosen = spiral.policy._draw(probabilities, None, torch.tensor([0.0, 0.5, 1 - 1e-7]))
