@@ -308,9 +308,28 @@ def check_proposals(proposals: int, conditional: bool, refine: int = 0) -> None:
 
 def _best_proposals(envs: list[PaintEnv], own: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     """For each episode, of its policy's own action (``own[i]``) and the other proposals (``others[k][i]``), the
-    one that leaves the lowest error to the target; the first of equals, so a tie keeps the policy's own."""
-    return np.stack([min([own[i], *(proposal[i] for proposal in others)], key=env.l2_after)
-                     for i, env in enumerate(envs)])
+    one that leaves the lowest error to the target; the first of equals, so a tie keeps the policy's own.
+
+    A policy proposes the same stroke more than once (its first stroke above all): each distinct stroke is
+    drawn on the scratch canvas once (``_stroke_key``)."""
+    chosen = []
+    for i, env in enumerate(envs):
+        candidates = [own[i], *(proposal[i] for proposal in others)]
+        keys, errors = [_stroke_key(env, action) for action in candidates], {}
+        for key, action in zip(keys, candidates):
+            if key not in errors:
+                errors[key] = env.l2_after(action)
+        chosen.append(candidates[int(np.argmin([errors[key] for key in keys]))])
+    return np.stack(chosen)
+
+
+def _stroke_key(env: PaintEnv, action: np.ndarray) -> bytes:
+    """What decides the stroke ``action`` paints in ``env``: the action, less its colour where the environment
+    fits the colour to the target (``PaintConfig.fit_color``)."""
+    action = np.array(action, np.int64)
+    if env.config.fit_color:
+        action[[env.codec.index[channel] for channel in ("red", "green", "blue")]] = 0
+    return action.tobytes()
 
 
 def _with_colors_refit(episode: Episode, env: PaintEnv) -> Episode:

@@ -21,7 +21,7 @@ from spiral.images import open_image
 from spiral.manifest import AGENT_FORMAT, AgentManifest, DiscriminatorRecord, TrainingRecord
 from spiral.network_config import NetworkConfig
 from spiral.search import hill_climb
-from spiral.shipped import AGENTS_DIR, GENERATION_AGENT
+from spiral.shipped import AGENTS_DIR, GENERATION_AGENT, PHOTO_AGENT
 from tests.conftest import EXPLOIT_MARKER, damaged_folders
 
 TINY = NetworkConfig(input_size=16, channels=8, res_blocks=1, hidden=32, embedding=8)
@@ -479,6 +479,27 @@ def test_proposals_and_refining_paint_no_stroke_worse_than_the_agents_own_and_lo
                 assert np.array_equal(climbed, action)  # a local best
             else:
                 assert np.array_equal(action, own)
+
+
+def test_proposals_that_paint_the_same_stroke_are_checked_once(monkeypatch):
+    """The photo agent proposes its first stroke, a wide one for the background, mostly the same way, and with
+    fitted colours proposals that differ in colour alone paint the same stroke: each is drawn on the scratch
+    canvas once a step, and the paintings come nearer the crops than the greedy agent's."""
+    agent = load_agent(AGENTS_DIR / PHOTO_AGENT)
+    checked, proposals, episodes = [], 8, 2
+    check = PaintEnv.l2_after
+
+    def checked_once(env, action):
+        checked.append((id(env), len(env.program.strokes), spiral.agent._stroke_key(env, action)))
+        return check(env, action)
+
+    monkeypatch.setattr(PaintEnv, "l2_after", checked_once)
+    crops = Experiment.from_preset(PHOTO_AGENT).images("validation")[:episodes]
+    painted = agent.paint_all(crops, greedy=True, proposals=proposals)
+    assert len(set(checked)) == len(checked)  # no stroke checked twice in a state
+    assert len(checked) < episodes * agent.paint_config.episode_length * proposals  # and repeats were proposed
+    greedy = agent.paint_all(crops, greedy=True)
+    assert all(chosen.l2 < alone.l2 for chosen, alone in zip(painted, greedy))
 
 
 def test_an_agent_with_fitted_colours_refits_them_together_and_shows_what_it_painted():
