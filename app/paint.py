@@ -226,8 +226,8 @@ def paint_page(source: str) -> None:
         proposals = st.sidebar.slider(
             "Proposals per step", 1, MAX_PROPOSALS, 1, key="proposals",
             help="At each step the agent proposes this many strokes (its own choice first), each is tried on the "
-                 "canvas and the one nearest your picture is painted: a closer painting for about this many times "
-                 "the time. 1: the agent alone.")
+                 "canvas and the one nearest your picture is painted: a closer painting for about half this many "
+                 "times the time (8: about 4 times). 1: the agent alone.")
         refine = st.sidebar.slider(
             "Hill-climbing rounds", 0, MAX_REFINE, 0, key="refine",
             help="Then the chosen stroke is nudged (its end or bend one cell, its size one step) while that brings "
