@@ -1,12 +1,13 @@
 """How long a reconstruction agent's policy takes to propose strokes: spatial heads shared, or run on every copy.
 
-``PolicyNetwork.propose`` draws K strokes for each episode from copies of its features
+``PolicyNetwork.propose`` draws K strokes for each episode from its features
 (``Agent.paint_all(proposals=K)``, ``spiral eval --proposals``, the app's "Proposals per step"). Its
 spatial heads (end and control point: transposed convolutions to a grid of logits) are most of the
 network's cost, and their input is fixed by the episode and the choices made before them, so
 ``propose`` runs each once per distinct (episode, choices so far): the end point's head twice an
-episode (paint or not), the control point's once per distinct end point. The baseline runs them on
-every copy, as ``propose`` did before. Both draw from the same random numbers in the same run, on the
+episode (paint or not), the control point's once per distinct end point, reading the episode's
+features without copying them. The baseline copies the features K times and runs the heads on every
+copy, as ``propose`` did before. Both draw from the same random numbers in the same run, on the
 features of real mid-painting states (the agent's own greedy strokes on validation images, the
 first 10 steps), and the script counts the draws that agree.
 
@@ -79,8 +80,10 @@ def main() -> None:
         origins = torch.arange(rows).repeat(count)
 
         def draw(shared: bool) -> list[torch.Tensor]:
-            return [policy._autoregress(features.reshape(rows, -1).repeat(count, 1), None, False, None, 1.0, draws,
-                                        origins if shared else None)[0]
+            if shared:
+                return [policy._autoregress(features, None, False, None, 1.0, draws, origins)[0]
+                        for features, draws in zip(features_by_step, uniforms)]
+            return [policy._autoregress(features.reshape(rows, -1).repeat(count, 1), None, False, None, 1.0, draws)[0]
                     for features, draws in zip(features_by_step, uniforms)]
 
         baseline, every_copy = fastest(lambda: draw(False))

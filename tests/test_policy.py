@@ -156,8 +156,8 @@ def test_proposals_are_drawn_from_the_policy_each_row_from_its_own_stream(condit
 
 
 def test_proposals_run_each_spatial_head_once_per_distinct_choice_so_far(conditional_env):
-    """propose's copies of an episode share their features: its spatial heads (the network's costliest part) run
-    once for each distinct (episode, choices so far), with what running them on every copy gives."""
+    """propose's copies of an episode read its features, never copied: its spatial heads (the network's costliest
+    part) run once for each distinct (episode, choices so far), with what running them on every copy gives."""
     net = network(conditional_env)
     rows, count, heads = 3, 40, len(net.names)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_proposals_run_each_spatial_head_once_per_distinct_choice_so_far(conditi
         batch_sizes = []
         end_head = net.heads[net.names.index("end")]
         hook = end_head.register_forward_pre_hook(lambda module, inputs: batch_sizes.append(len(inputs[0])))
-        shared = net._autoregress(repeated, None, False, None, 1.0, uniforms, torch.arange(rows).repeat(count))
+        shared = net._autoregress(features, None, False, None, 1.0, uniforms, torch.arange(rows).repeat(count))
         hook.remove()
         every_row = net._autoregress(repeated, None, False, None, 1.0, uniforms)
     assert batch_sizes == [len(torch.unique(shared[0][:, :1] + 2 * torch.arange(rows).repeat(count)[:, None]))]
